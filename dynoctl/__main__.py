@@ -1,0 +1,3 @@
+from dynoctl.cli import main
+
+main()
