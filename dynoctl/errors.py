@@ -25,10 +25,11 @@ class DynoctlError(Exception):
 
     exit_status: ExitStatus = ExitStatus.FAILED
 
-    def __init__(self, message: str, hint: str | None = None):
+    def __init__(self, message: str, hint: str | None = None, details: list[str] | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.details = details or []  # supporting lines (e.g. a log tail), shown after the message
 
 
 class UsageError(DynoctlError):

@@ -230,19 +230,23 @@ class Cluster:
             raise DynoctlError("refusing to remove the data of a running PostgreSQL", hint="stop it first")
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def wait_ready(self, timeout: float = 30) -> None:
-        """Block until the server accepts TCP connections."""
-        deadline = time.monotonic() + timeout
-        import socket
+    def reload(self) -> None:
+        self._pg("pg_ctl", "-D", self.datadir, "reload")
 
-        while True:
-            try:
-                socket.create_connection((self.host, self.port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise Unreachable(f"PostgreSQL on {self.host}:{self.port} does not accept connections")
-                time.sleep(0.1)
+    def accepts_connections(self) -> bool:
+        """pg_isready: the server answers and is not starting up or shutting down."""
+        done = proc.run([self.bin.path("pg_isready"), "-q", "-h", self.host, "-p", str(self.port), "-t", "2"],
+                        check=False)
+        return done.returncode == 0
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Block until the server accepts connections."""
+        deadline = time.monotonic() + timeout
+        while not self.accepts_connections():
+            if time.monotonic() > deadline:
+                raise Unreachable(f"PostgreSQL on {self.host}:{self.port} does not accept connections",
+                                  hint=f"see {self.logfile}")
+            time.sleep(0.2)
 
     def last_log_line(self) -> str | None:
         try:

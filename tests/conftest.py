@@ -63,3 +63,51 @@ def postgres():
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_project(prefix: str = "dyno-project-") -> Path:
+    """A fresh project directory holding a copy of this checkout's stack and migrations
+    (no real env files, no state)."""
+    project = searchable_tempdir(prefix)
+    ignore = shutil.ignore_patterns("*.env", "*.env.bak-*", "__pycache__", ".dyno")
+    shutil.copytree(REPO / "stack", project / "stack", ignore=ignore)
+    shutil.copytree(REPO / "migrations", project / "migrations", ignore=ignore)
+    (project / "stack/compose.yml").exists() or (project / "stack/compose.yml").write_text("services: {}\n")  # TEMP
+    return project
+
+
+@pytest.fixture
+def project():
+    path = make_project()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Dynoctl:
+    """Runs the real CLI in-process for one project directory."""
+
+    def __init__(self, project: Path):
+        self.project = project
+
+    def __call__(self, *args: str, env: dict | None = None, input: str | None = None):
+        from typer.testing import CliRunner
+
+        from dynoctl.cli import app
+
+        runner = CliRunner(env={"DYNO_RUNTIME": None, "DYNO_JSON": None, **(env or {})})
+        return runner.invoke(app, ["--project-dir", str(self.project), *args], input=input,
+                             catch_exceptions=False)
+
+    def json(self, *args: str, env: dict | None = None):
+        import json
+
+        result = self("--json", *args, env=env)
+        return result, json.loads(result.stdout)
+
+
+@pytest.fixture
+def dynoctl(project) -> Dynoctl:
+    return Dynoctl(project)

@@ -16,6 +16,14 @@ from typing import BinaryIO, Iterator, Protocol
 SERVICES = ("db", "server")
 
 
+def check_service(service: str) -> str:
+    if service not in SERVICES:
+        from dynoctl.errors import UsageError
+
+        raise UsageError(f"unknown service {service!r}", hint=f"choose one of: {', '.join(SERVICES)}")
+    return service
+
+
 @dataclass(frozen=True)
 class ServiceStatus:
     service: str

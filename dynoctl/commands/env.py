@@ -1,0 +1,60 @@
+"""dynoctl env: create, check and show the stack's env files."""
+
+from __future__ import annotations
+
+import typer
+
+from dynoctl import envfiles
+from dynoctl.commands import app_context
+from dynoctl.errors import ConfigError
+from dynoctl.output import table
+
+app = typer.Typer(help="Create, check and show the stack's env files (stack/env/).", no_args_is_help=True)
+
+
+@app.command("init")
+def init(
+    ctx: typer.Context,
+    force: bool = typer.Option(False, "--force", help="Replace existing files, keeping a timestamped copy of each."),
+) -> None:
+    """Create each env file from its template, with fresh random secrets.
+
+    Existing files are kept unless --force. Files are written atomically with mode
+    0600. Secret values are never printed."""
+    app_ctx = app_context(ctx)
+    results = envfiles.init_env_files(app_ctx.settings.layout, force=force)
+    app_ctx.out.result(results, lambda rs: table(
+        [{"file": str(r.file), "action": r.action, "backup": r.backup,
+          "secrets": ", ".join(r.secrets_generated) or None} for r in rs],
+        ["file", "action", "backup", "secrets"], headers=["file", "action", "previous copy", "secrets generated"]))
+
+
+@app.command("check")
+def check(ctx: typer.Context) -> None:
+    """Validate every env file against its template; exit 3 if any error is found.
+
+    Reports all problems at once: missing and unknown keys, placeholder or weak
+    secrets, equal access/refresh secrets, malformed DATABASE_URL, FRONTEND_URL,
+    STATUS or PORT, files readable by others, lines python-dotenv cannot parse."""
+    app_ctx = app_context(ctx)
+    report = envfiles.check_env_files(app_ctx.settings.layout)
+    app_ctx.out.result(
+        {"ok": report.ok, "files": report.files, "problems": report.problems}, lambda _: _problems_table(report))
+    if not report.ok:
+        errors = sum(p.severity == "error" for p in report.problems)
+        raise ConfigError(f"env check found {errors} error(s)", hint="fix them, or run 'dynoctl env init' for missing files")
+
+
+def _problems_table(report: envfiles.CheckReport):
+    if not report.problems:
+        return f"ok: {len(report.files)} env files checked, no problems"
+    return table([vars(p) for p in report.problems], ["severity", "file", "line", "key", "message"])
+
+
+@app.command("show")
+def show(ctx: typer.Context) -> None:
+    """The effective configuration, secrets redacted, with where each value comes from
+    (file, environment, or the template's default)."""
+    app_ctx = app_context(ctx)
+    values = envfiles.show_config(app_ctx.settings.layout, app_ctx.settings.environ)
+    app_ctx.out.result(values, lambda vs: table([vars(v) for v in vs], ["file", "key", "value", "source"]))

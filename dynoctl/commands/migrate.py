@@ -1,0 +1,101 @@
+"""dynoctl migrate: the schema, through alembic, on the runtime's database."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from dynoctl.commands import app_context
+from dynoctl.commands.confirm import confirm_or_refuse
+from dynoctl.output import table
+
+app = typer.Typer(help="Apply, revert and inspect schema migrations (bare 'migrate' = 'migrate up').",
+                  invoke_without_command=True)
+
+
+@app.callback()
+def migrate(ctx: typer.Context) -> None:
+    """Apply, revert and inspect schema migrations. Without a subcommand: upgrade to head."""
+    if ctx.invoked_subcommand is None:
+        up(ctx, "head")
+
+
+@app.command("up")
+def up(ctx: typer.Context, revision: str = typer.Argument("head", help="Target revision (id, prefix or 'head').")) -> None:
+    """Apply pending migrations up to REVISION (default: head)."""
+    from dynoctl import migrations
+
+    app_ctx = app_context(ctx)
+    url = app_ctx.runtime.database_url()
+    with app_ctx.out.progress("applying migrations"):
+        result = migrations.upgrade(url, app_ctx.settings.layout.migrations_dir, revision)
+    app_ctx.out.result(result, _render_result)
+
+
+@app.command("down")
+def down(
+    ctx: typer.Context,
+    revision: str = typer.Argument(..., help="Revision to go back to (id, prefix or 'base' for an empty schema)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be reverted and stop."),
+) -> None:
+    """Revert migrations down to REVISION. Shows the plan and asks first: reverting
+    can drop tables and the data in them."""
+    from dynoctl import migrations
+
+    app_ctx = app_context(ctx)
+    url, migrations_dir = app_ctx.runtime.database_url(), app_ctx.settings.layout.migrations_dir
+    plan = migrations.plan_downgrade(url, migrations_dir, revision)
+    if dry_run or not plan.revisions:
+        app_ctx.out.result(plan, _render_result)
+        return
+    app_ctx.out.info("this will revert:\n" + "\n".join(f"  {r.revision}  {r.message}" for r in plan.revisions))
+    confirm_or_refuse(app_ctx, f"revert {len(plan.revisions)} migration(s)?", yes)
+    result = migrations.downgrade(url, migrations_dir, revision)
+    app_ctx.out.result(result, _render_result)
+
+
+@app.command("status")
+def status(ctx: typer.Context) -> None:
+    """The database's revision, the code's head, and what is pending."""
+    from dynoctl import migrations
+
+    app_ctx = app_context(ctx)
+    result = migrations.status(app_ctx.runtime.database_url(), app_ctx.settings.layout.migrations_dir)
+    app_ctx.out.result(result, lambda s: "\n".join([
+        f"current   {s.current or '(empty schema)'}", f"head      {s.head}",
+        f"pending   {', '.join(r.revision for r in s.pending) or 'none'}"]))
+
+
+@app.command("history")
+def history(ctx: typer.Context) -> None:
+    """Every revision the code ships, oldest first."""
+    from dynoctl import migrations
+
+    app_ctx = app_context(ctx)
+    revisions = migrations.history(app_ctx.settings.layout.migrations_dir)
+    app_ctx.out.result(revisions, lambda rs: table([vars(r) for r in rs], ["revision", "down_revision", "message"]))
+
+
+@app.command("new")
+def new(
+    ctx: typer.Context,
+    message: str = typer.Option(..., "--message", "-m", help="What the migration does."),
+    autogenerate: bool = typer.Option(False, "--autogenerate", help="Diff the models against the running database."),
+) -> None:
+    """Write a new revision script in migrations/versions."""
+    from dynoctl import migrations
+
+    app_ctx = app_context(ctx)
+    url = app_ctx.runtime.database_url() if autogenerate else None
+    path = migrations.new_revision(app_ctx.settings.layout.migrations_dir, message, autogenerate, url)
+    app_ctx.out.result({"path": path}, lambda r: f"created {r['path']}")
+
+
+def _render_result(result) -> str:
+    verb = {"upgrade": "applied", "downgrade": "reverted"}[result.direction]
+    if not result.revisions:
+        return f"nothing to do: at {result.before or '(empty schema)'}"
+    listed = "\n".join(f"  {r.revision}  {r.message}" for r in result.revisions)
+    return f"{verb} {len(result.revisions)} migration(s), now at {result.after or '(empty schema)'}:\n{listed}"

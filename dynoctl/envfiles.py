@@ -1,0 +1,359 @@
+"""Env files: templates (stack/env/*.example) become real files; real files are
+checked against their templates; the effective configuration is shown redacted.
+
+A real file's name is its template's name without ``.example``: the template
+``server.local.env.example`` becomes ``server.local.env`` in the layout's env dir.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import stat
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+from urllib.parse import urlsplit
+
+from dynoctl.config import StackLayout
+from dynoctl.errors import ConfigError, DynoctlError
+
+TEMPLATE_SUFFIX = ".example"
+SECRET_SUFFIXES = ("_SECRET", "_PASSWORD", "_KEY")
+KNOWN_WEAK_SECRETS = {"", "changeme", "change-me", "change_me", "secret", "password", "postgres",
+                      "jwt-secret", "supersecret", "replace-me", "todo", "xxx"}
+MIN_SECRET_LENGTH = 32
+SECRET_BYTES = 48  # 384 bits of randomness per generated secret (>= 256 asked)
+STATUS_VALUES = ("development", "production")
+_ASSIGNMENT = re.compile(r"^(\s*(?:export\s+)?)([A-Za-z_][A-Za-z0-9_.]*)(\s*=\s*)(.*)$")
+
+
+def is_secret_key(key: str) -> bool:
+    return key.upper().endswith(SECRET_SUFFIXES)
+
+
+def redact(key: str, value: str) -> str:
+    """A value safe to print: secrets hidden entirely, URL passwords masked."""
+    if is_secret_key(key):
+        return "********" if value else ""
+    if "://" in value:
+        parts = urlsplit(value)
+        if parts.password:
+            return value.replace(f":{parts.password}@", ":****@", 1)
+    return value
+
+
+# --------------------------------------------------------------------- discovery
+@dataclass(frozen=True)
+class EnvFile:
+    name: str  # e.g. "server.local"
+    template: Path
+    path: Path
+
+    @property
+    def flavour(self) -> str:  # "local" | "docker"
+        return self.name.split(".")[-1]
+
+
+def env_files(layout: StackLayout) -> list[EnvFile]:
+    templates = sorted(layout.templates_dir.glob(f"*.env{TEMPLATE_SUFFIX}"))
+    if not templates:
+        raise ConfigError(
+            f"no env templates (*.env{TEMPLATE_SUFFIX}) in {layout.templates_dir}",
+            hint="restore stack/env from the Dyno sources, or pass the right --project-dir",
+        )
+    return [
+        EnvFile(t.name[: -len(".env" + TEMPLATE_SUFFIX)], t, layout.env_dir / t.name[: -len(TEMPLATE_SUFFIX)])
+        for t in templates
+    ]
+
+
+def env_file(layout: StackLayout, name: str) -> EnvFile:
+    for candidate in env_files(layout):
+        if candidate.name == name:
+            return candidate
+    raise ConfigError(f"no env template for {name}", hint=f"expected {layout.templates_dir}/{name}.env{TEMPLATE_SUFFIX}")
+
+
+# -------------------------------------------------------------------------- init
+@dataclass(frozen=True)
+class InitResult:
+    file: Path
+    action: str  # "created" | "kept" | "replaced"
+    backup: Path | None = None
+    secrets_generated: list[str] = field(default_factory=list)  # key names, never values
+
+
+def init_env_files(layout: StackLayout, force: bool = False, now: datetime | None = None) -> list[InitResult]:
+    """Make each real env file from its template, with fresh secrets. An existing file
+    is kept, unless ``force``: then it is first copied aside with a timestamp."""
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    files = env_files(layout)
+    _ensure_dir(layout.env_dir)
+    results = []
+    for f in files:
+        if f.path.exists() and not force:
+            results.append(InitResult(f.path, "kept"))
+            continue
+        backup = _keep_copy(f.path, stamp) if f.path.exists() else None
+        text, generated = fill_secrets(_read(f.template))
+        write_atomic(f.path, text)
+        results.append(InitResult(f.path, "replaced" if backup else "created", backup, generated))
+    return results
+
+
+def fill_secrets(template_text: str) -> tuple[str, list[str]]:
+    """The template with each placeholder secret replaced by a fresh random one."""
+    lines, generated = [], []
+    for line in template_text.splitlines(keepends=True):
+        m = _ASSIGNMENT.match(line.rstrip("\n"))
+        if m and is_secret_key(m.group(2)) and _unquote(m.group(4)) in KNOWN_WEAK_SECRETS:
+            line = f"{m.group(1)}{m.group(2)}{m.group(3)}{secrets.token_urlsafe(SECRET_BYTES)}\n"
+            generated.append(m.group(2))
+        lines.append(line)
+    return "".join(lines), generated
+
+
+def _unquote(raw: str) -> str:
+    raw = raw.split(" #", 1)[0].strip()
+    return raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"" else raw
+
+
+def _keep_copy(path: Path, stamp: str) -> Path:
+    backup = path.with_name(f"{path.name}.bak-{stamp}")
+    write_atomic(backup, _read(path))
+    return backup
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _ensure_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DynoctlError(f"cannot create {path}: {exc.strerror}", hint="check permissions or pass --project-dir") from exc
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write a file that may hold secrets: a temp file in the same directory, private
+    before any byte is written, fsynced, then renamed over the target (keeping the
+    target's owner). A failure leaves the old file, or none, never half of one."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except OSError as exc:
+        raise DynoctlError(f"cannot write in {path.parent}: {exc.strerror}",
+                           hint="check the directory's permissions, or pass --project-dir") from exc
+    try:
+        with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if path.exists():
+            st = path.stat()
+            os.chown(tmp, st.st_uid, st.st_gid)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------- parse
+@dataclass(frozen=True)
+class Parsed:
+    values: dict[str, str]
+    lines: dict[str, int]  # key -> line number
+    bad_lines: list[int]
+
+
+def parse(text: str) -> Parsed:
+    """Parse as python-dotenv does, keeping line numbers of what it cannot parse."""
+    import io
+
+    from dotenv.parser import parse_stream
+
+    values, lines, bad = {}, {}, []
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            bad.append(binding.original.line)
+        elif binding.key is not None:
+            values[binding.key] = binding.value or ""
+            lines[binding.key] = binding.original.line
+    return Parsed(values, lines, bad)
+
+
+# ------------------------------------------------------------------------- check
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    severity: str  # "error" | "warning"
+    message: str
+    key: str | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    files: list[str]
+    problems: list[Problem]
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+
+def check_env_files(layout: StackLayout) -> CheckReport:
+    """Every problem of every real env file, all at once."""
+    files = env_files(layout)
+    problems: list[Problem] = []
+    for f in files:
+        problems.extend(check_env_file(f))
+    return CheckReport([str(f.path) for f in files], problems)
+
+
+def check_env_file(f: EnvFile) -> list[Problem]:
+    name = str(f.path)
+    if not f.path.exists():
+        return [Problem(name, "error", "missing: run 'dynoctl env init' to create it from its template")]
+    real, template = parse(_read(f.path)), parse(_read(f.template))
+    problems = [Problem(name, "error", "python-dotenv cannot parse this line", line=n) for n in real.bad_lines]
+    problems += _mode_problems(f.path)
+    for key in template.values.keys() - real.values.keys():
+        problems.append(Problem(name, "error", "missing key (it is in the template)", key=key))
+    for key in real.values.keys() - template.values.keys():
+        problems.append(Problem(name, "warning", "unknown key (not in the template)", key, real.lines[key]))
+    for key, value in real.values.items():
+        for message in _value_problems(key, value):
+            problems.append(Problem(name, "error", message, key, real.lines[key]))
+    problems += _cross_key_problems(name, real)
+    return sorted(problems, key=lambda p: (p.line or 0, p.key or ""))
+
+
+def _mode_problems(path: Path) -> list[Problem]:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        return [Problem(str(path), "error", f"mode {mode:04o} lets other users read it; run 'chmod 600 {path}'")]
+    return []
+
+
+def _cross_key_problems(name: str, parsed: Parsed) -> list[Problem]:
+    access = parsed.values.get("JWT_ACCESS_TOKEN_SECRET")
+    if access and access == parsed.values.get("JWT_REFRESH_TOKEN_SECRET"):
+        return [Problem(name, "error", "access and refresh token secrets are equal; each needs its own",
+                        "JWT_REFRESH_TOKEN_SECRET", parsed.lines["JWT_REFRESH_TOKEN_SECRET"])]
+    return []
+
+
+def _value_problems(key: str, value: str) -> Iterable[str]:
+    if is_secret_key(key):
+        yield from _secret_problems(value)
+    check = VALUE_CHECKS.get(key)
+    if check:
+        message = check(value)
+        if message:
+            yield message
+
+
+def _secret_problems(value: str) -> Iterable[str]:
+    if value.strip().lower() in KNOWN_WEAK_SECRETS:
+        yield "placeholder or well-known secret; run 'dynoctl env init --force' or set a random value"
+    elif len(value) < MIN_SECRET_LENGTH:
+        yield f"weak secret: {len(value)} characters, at least {MIN_SECRET_LENGTH} needed"
+
+
+def _check_database_url(value: str) -> str | None:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
+    except ValueError as exc:
+        return f"malformed DATABASE_URL: {exc}"
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname or parts.path.strip("/") == "":
+        return "malformed DATABASE_URL: expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+    return None
+
+
+def _check_origin(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query:
+        return "not an http(s) origin such as https://pm.example.com"
+    return None
+
+
+def _check_http_url(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "not an http(s) URL"
+    return None
+
+
+def _check_status(value: str) -> str | None:
+    return None if value in STATUS_VALUES else f"must be one of {', '.join(STATUS_VALUES)}"
+
+
+def _check_port(value: str) -> str | None:
+    return None if value.isdigit() and 1 <= int(value) <= 65535 else "not a port number (1-65535)"
+
+
+def _check_positive_int(value: str) -> str | None:
+    return None if value.isdigit() and int(value) > 0 else "not a positive whole number"
+
+
+VALUE_CHECKS: Mapping[str, Callable[[str], str | None]] = {
+    "DATABASE_URL": _check_database_url,
+    "FRONTEND_URL": _check_origin,
+    "NEXT_PUBLIC_API_BASE_URL": _check_http_url,
+    "NEXT_INTERNAL_API_BASE_URL": _check_http_url,
+    "STATUS": _check_status,
+    "PORT": _check_port,
+    "ACCESS_TOKEN_TTL_SECONDS": _check_positive_int,
+    "REFRESH_TOKEN_TTL_SECONDS": _check_positive_int,
+    "MAX_UPLOAD_BYTES": _check_positive_int,
+}
+
+
+# -------------------------------------------------------------------------- show
+@dataclass(frozen=True)
+class ConfigValue:
+    file: str
+    key: str
+    value: str  # redacted
+    source: str  # "file" | "environment" | "default"
+
+
+def effective_values(f: EnvFile, environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """key -> (value, source) as the service will see it. The template supplies
+    defaults for keys the file lacks; for the local runtime, which dynoctl starts
+    itself, variables already in the environment win over the file (as with
+    python-dotenv's default). Docker takes the file as it is (env_file)."""
+    template = parse(_read(f.template)).values
+    real = parse(_read(f.path)).values if f.path.exists() else {}
+    merged = {k: (v, "default") for k, v in template.items()}
+    merged.update({k: (v, "file") for k, v in real.items()})
+    if f.flavour == "local":
+        merged.update({k: (environ[k], "environment") for k in merged if k in environ})
+    return merged
+
+
+def show_config(layout: StackLayout, environ: Mapping[str, str]) -> list[ConfigValue]:
+    return [
+        ConfigValue(str(f.path), key, redact(key, value), source)
+        for f in env_files(layout)
+        for key, (value, source) in effective_values(f, environ).items()
+    ]

@@ -1,0 +1,239 @@
+"""The local runtime (the embedded default): PostgreSQL from the pgserver wheel (or
+DYNO_PG_BINDIR / pg_config) and the API server as a supervised background process.
+
+Everything lives under the project's state dir (.dyno/):
+  pg/data, pg/postgres.log     the cluster and its log (owned by the PostgreSQL account)
+  run/server.pid               the API server process (pid + start time)
+  run/supervisor.pid           its supervisor (restarts it after a crash)
+  logs/server.log              the server's output
+The server's configuration is stack/env/server.local.env: its PORT is the API port,
+and its DATABASE_URL names the port, superuser, password and database of the cluster.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import BinaryIO, Iterator
+from urllib.parse import unquote, urlsplit
+
+from dynoctl import envfiles, pgcluster, pidfiles, proc
+from dynoctl.config import Settings
+from dynoctl.errors import ConfigError, DynoctlError
+from dynoctl.runtime.base import ServiceStatus, check_service
+from dynoctl.runtime.health import follow_file, probe_server
+
+ENV_NAME = "server.local"
+HOST = "127.0.0.1"
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.layout = settings.layout
+        self.state = self.layout.state_dir
+        self.run_dir = self.state / "run"
+        self.server_log = self.state / "logs" / "server.log"
+        self.server_pidfile = self.run_dir / "server.pid"
+        self.supervisor_pidfile = self.run_dir / "supervisor.pid"
+
+    # -- configuration -----------------------------------------------------
+    @cached_property
+    def server_env(self) -> dict[str, str]:
+        """The server's environment: server.local.env (checked) over its template's defaults."""
+        f = envfiles.env_file(self.layout, ENV_NAME)
+        if not f.path.exists():
+            raise ConfigError(f"{f.path} does not exist", hint="run 'dynoctl env init' to create it")
+        errors = [p for p in envfiles.check_env_file(f) if p.severity == "error"]
+        if errors:
+            first = errors[0]
+            where = f" ({first.key})" if first.key else ""
+            raise ConfigError(f"{f.path} is invalid{where}: {first.message}",
+                              hint="run 'dynoctl env check' to see every problem")
+        return {k: v for k, (v, _src) in envfiles.effective_values(f, self.settings.environ).items()}
+
+    @cached_property
+    def db_url_parts(self):
+        return urlsplit(self.server_env["DATABASE_URL"])
+
+    @property
+    def db_port(self) -> int:
+        return self.db_url_parts.port or 5432
+
+    @property
+    def api_port(self) -> int:
+        return int(self.server_env["PORT"])
+
+    @cached_property
+    def cluster(self) -> pgcluster.Cluster:
+        run_as = pgcluster.ensure_system_user(self.settings.pg_user) if proc.is_root() else None
+        binaries = pgcluster.find_binaries(self.settings.pg_bindir)
+        if run_as:
+            binaries = pgcluster.reachable_by_others(binaries)
+        return pgcluster.Cluster(self.state / "pg", self.db_port, binaries, run_as, HOST)
+
+    # -- Runtime protocol --------------------------------------------------
+    def start(self, service: str, *, build: bool = False, timeout: float = 60) -> bool:
+        check_service(service)
+        return self._start_db(timeout) if service == "db" else self._start_server()
+
+    def stop(self, service: str, *, timeout: float = 30) -> bool:
+        check_service(service)
+        return self.cluster.stop(timeout) if service == "db" else self._stop_server(timeout)
+
+    def data_locations(self) -> list[str]:
+        return [str(self.cluster.root), str(self._assets_dir())]
+
+    def remove_data(self) -> list[str]:
+        import shutil
+
+        removed = [p for p in self.data_locations() if Path(p).exists()]
+        self.cluster.remove()
+        shutil.rmtree(self._assets_dir(), ignore_errors=True)
+        return removed
+
+    def status(self) -> list[ServiceStatus]:
+        return [self._db_status(), self._server_status()]
+
+    def logs(self, service: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
+        check_service(service)
+        path = self.cluster.logfile if service == "db" else self.server_log
+        return follow_file(path, tail=tail, follow=follow)
+
+    def exec(self, service: str, argv: list[str], *, stdin: BinaryIO | None = None,
+             stdout: BinaryIO | None = None, env: dict[str, str] | None = None) -> int:
+        check_service(service)
+        if service == "db":
+            # Client programs (pg_dump, psql ...) from the same installation, connected
+            # through the environment so the password never reaches argv.
+            program = self.cluster.bin.path(argv[0])
+            argv = [str(program) if program.is_file() else argv[0], *argv[1:]]
+            env = {**self._libpq_env(), **(env or {})}
+        else:
+            argv = [sys.executable if argv[0] in ("python", "python3") else argv[0], *argv[1:]]
+            env = {**self.server_env, **(env or {})}
+        child = proc.spawn(argv, env=env, cwd=self.settings.project_dir, stdin=stdin or None,
+                           stdout=stdout or None)
+        return child.wait()
+
+    def database_url(self, dbname: str | None = None) -> str:
+        parts = self.db_url_parts
+        netloc = parts.netloc.rsplit("@", 1)
+        path = f"/{dbname}" if dbname else parts.path
+        return f"postgresql://{netloc[0]}@{HOST}:{self.db_port}{path}" + (f"?{parts.query}" if parts.query else "")
+
+    def api_url(self) -> str:
+        return f"http://{HOST}:{self.api_port}"
+
+    def reload(self, service: str) -> None:
+        check_service(service)
+        if service == "db":
+            if self.cluster.pid():
+                self.cluster.reload()
+            return
+        supervisor = pidfiles.live_process(self.supervisor_pidfile)
+        if supervisor is None:
+            from dynoctl.errors import NotRunning
+
+            raise NotRunning("the API server is not running", hint="run 'dynoctl up'")
+        supervisor.send_signal(signal.SIGHUP)
+
+    # -- db ----------------------------------------------------------------
+    def _start_db(self, timeout: float) -> bool:
+        cluster = self.cluster
+        if not cluster.initialized:
+            user, password = unquote(self.db_url_parts.username or "postgres"), unquote(self.db_url_parts.password or "")
+            cluster.init(user, password)
+        started = cluster.start(timeout)
+        cluster.wait_ready(timeout)
+        self._ensure_database()
+        return started
+
+    def _ensure_database(self) -> None:
+        import psycopg
+
+        name = self.db_url_parts.path.lstrip("/")
+        with psycopg.connect(**self._connect_kwargs("postgres"), autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                from psycopg import sql
+
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def _connect_kwargs(self, dbname: str) -> dict:
+        parts = self.db_url_parts
+        return {"host": HOST, "port": self.db_port, "user": unquote(parts.username or "postgres"),
+                "password": unquote(parts.password or ""), "dbname": dbname, "connect_timeout": 5}
+
+    def _libpq_env(self) -> dict[str, str]:
+        kw = self._connect_kwargs(self.db_url_parts.path.lstrip("/"))
+        return {"PGHOST": kw["host"], "PGPORT": str(kw["port"]), "PGUSER": kw["user"],
+                "PGPASSWORD": kw["password"], "PGDATABASE": kw["dbname"]}
+
+    def _db_status(self) -> ServiceStatus:
+        pid = self.cluster.pid() if self.cluster.initialized else None
+        if not pid:
+            return ServiceStatus("db", "stopped", None, None, None)
+        healthy = self.cluster.accepts_connections()
+        return ServiceStatus("db", "running", "healthy" if healthy else "starting", f"{HOST}:{self.db_port}",
+                             _timestamp(self.cluster.started_at()), f"pid {pid}")
+
+    # -- server ------------------------------------------------------------
+    def _start_server(self) -> bool:
+        if pidfiles.live_process(self.supervisor_pidfile):
+            return False
+        env = self.server_env  # validates the env file before anything starts
+        pgcluster.ensure_port_free(self.api_port, "the API server", HOST)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.server_log.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "uvicorn", "dynoserver.app:create_app", "--factory",
+                "--host", HOST, "--port", str(self.api_port), "--no-server-header"]
+        with open(self.server_log, "ab") as log:
+            supervisor = proc.spawn(
+                [sys.executable, "-m", "dynoctl.supervisor", self.server_pidfile, "--", *argv],
+                env=env, cwd=self.settings.project_dir, stdout=log, stderr=log, detach=True)
+        pidfiles.write(self.supervisor_pidfile, supervisor.pid)
+        return True
+
+    def _stop_server(self, timeout: float) -> bool:
+        supervisor = pidfiles.live_process(self.supervisor_pidfile)
+        server = pidfiles.live_process(self.server_pidfile)
+        if supervisor is None and server is None:
+            return False
+        import psutil
+
+        alive = [p for p in (supervisor, server) if p]
+        for p in alive:
+            p.terminate()
+        _gone, still = psutil.wait_procs(alive, timeout=timeout)
+        for p in still:
+            p.kill()
+        self.supervisor_pidfile.unlink(missing_ok=True)
+        self.server_pidfile.unlink(missing_ok=True)
+        return True
+
+    def _server_status(self) -> ServiceStatus:
+        supervisor = pidfiles.live_process(self.supervisor_pidfile)
+        server = pidfiles.live_process(self.server_pidfile)
+        if supervisor is None and server is None:
+            return ServiceStatus("server", "stopped", None, None, None)
+        if server is None:  # the supervisor is between restarts
+            return ServiceStatus("server", "starting", None, None, None, f"supervisor pid {supervisor.pid}")
+        return ServiceStatus("server", "running", probe_server(self.api_url()).health,
+                             f"{HOST}:{self.api_port}", _timestamp(server.create_time()), f"pid {server.pid}")
+
+    def _assets_dir(self) -> Path:
+        try:
+            value = self.server_env.get("ASSETS_DIR", ".dyno/assets")
+        except DynoctlError:
+            value = ".dyno/assets"
+        return (self.settings.project_dir / value).resolve()
+
+
+def _timestamp(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, timezone.utc) if epoch else None

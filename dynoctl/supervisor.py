@@ -1,0 +1,81 @@
+"""A small supervisor for the local runtime's API server.
+
+Run as ``python -m dynoctl.supervisor CHILD_PIDFILE -- ARGV...`` in its own session,
+with stdout/stderr already pointing at the log file. It restarts the server when it
+exits unexpectedly (with back-off) and gives up after repeated quick crashes, so a
+server that cannot start does not loop forever. SIGTERM/SIGINT stop it and the
+server; SIGHUP is forwarded (the server re-reads its key file). The environment,
+secrets included, is inherited: never argv.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dynoctl import pidfiles
+
+QUICK_CRASH_SECONDS = 10  # a run shorter than this counts as a failed start
+MAX_QUICK_CRASHES = 3
+
+
+def say(message: str) -> None:
+    print(f"[supervisor {time.strftime('%Y-%m-%dT%H:%M:%S')}] {message}", flush=True)
+
+
+class Supervisor:
+    def __init__(self, argv: list[str], child_pidfile: Path):
+        self.argv = argv
+        self.child_pidfile = child_pidfile
+        self.child: subprocess.Popen | None = None
+        self.stopping = False
+
+    def on_stop(self, signum, frame) -> None:
+        self.stopping = True
+        if self.child and self.child.poll() is None:
+            self.child.send_signal(signal.SIGTERM)
+
+    def on_hup(self, signum, frame) -> None:
+        if self.child and self.child.poll() is None:
+            self.child.send_signal(signal.SIGHUP)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.on_stop)
+        signal.signal(signal.SIGINT, self.on_stop)
+        signal.signal(signal.SIGHUP, self.on_hup)
+        quick_crashes = 0
+        while not self.stopping:
+            started = time.monotonic()
+            self.child = subprocess.Popen(self.argv)
+            pidfiles.write(self.child_pidfile, self.child.pid)
+            code = self.child.wait()
+            if self.stopping:
+                break
+            ran = time.monotonic() - started
+            quick_crashes = quick_crashes + 1 if ran < QUICK_CRASH_SECONDS else 0
+            if quick_crashes >= MAX_QUICK_CRASHES:
+                say(f"server exited with status {code} {quick_crashes} times in a row right after start; giving up")
+                self.child_pidfile.unlink(missing_ok=True)
+                return 1
+            delay = 2 ** quick_crashes
+            say(f"server exited with status {code} after {ran:.1f}s; restarting in {delay}s")
+            time.sleep(delay)
+        self.child_pidfile.unlink(missing_ok=True)
+        say("stopped")
+        return 0
+
+
+def main(args: list[str]) -> int:
+    pidfile, sep, *argv = args
+    if sep != "--" or not argv:
+        print("usage: python -m dynoctl.supervisor CHILD_PIDFILE -- ARGV...", file=sys.stderr)
+        return 2
+    return Supervisor(argv, Path(pidfile)).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
