@@ -351,6 +351,13 @@ def effective_values(f: EnvFile, environ: Mapping[str, str]) -> dict[str, tuple[
     return merged
 
 
+def environment_problems(f: EnvFile, environ: Mapping[str, str]) -> list[Problem]:
+    """Problems of the values the environment overrides (the file check can't see them)."""
+    return [Problem("environment", "error", message, key)
+            for key, (value, source) in effective_values(f, environ).items() if source == "environment"
+            for message in _value_problems(key, value)]
+
+
 def show_config(layout: StackLayout, environ: Mapping[str, str]) -> list[ConfigValue]:
     return [
         ConfigValue(str(f.path), key, redact(key, value), source)

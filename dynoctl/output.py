@@ -73,7 +73,9 @@ class Output:
             sys.stdout.flush()
         elif human is not None:
             rendered = human(data)
-            if rendered is not None:
+            if isinstance(rendered, str):  # plain text needs no Rich (and its import time)
+                self.line(rendered)
+            elif rendered is not None:
                 self.stdout.print(rendered)
 
     def json_line(self, data: Any) -> None:

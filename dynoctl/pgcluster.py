@@ -12,6 +12,7 @@ Layout under ``root`` (owned by the account that runs PostgreSQL, mode 0700):
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -42,14 +43,13 @@ def find_binaries(explicit: Path | None = None) -> PgBinaries:
     """Where initdb, pg_ctl, postgres, pg_dump ... live."""
     if explicit is not None:
         return _checked(PgBinaries(explicit, "DYNO_PG_BINDIR"))
-    try:
-        import pgserver  # noqa: F401  (only its files are used, not its API)
-
-        bindir = Path(pgserver.__file__).parent / "pginstall" / "bin"
+    # Only the wheel's files are used: find it without importing it (its import
+    # pulls in more than we need).
+    spec = importlib.util.find_spec("pgserver")
+    if spec and spec.submodule_search_locations:
+        bindir = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
         if bindir.is_dir():
             return _checked(PgBinaries(bindir, "pgserver package"))
-    except ImportError:
-        pass
     pg_config = shutil.which("pg_config")
     if pg_config:
         bindir = Path(proc.run([pg_config, "--bindir"]).stdout.strip())

@@ -57,8 +57,23 @@ class StackStatus:
 
 def up(runtime: Runtime, migrations_dir: Path, *, build: bool = False, migrate: bool = True,
        timeout: float = 120, progress: Progress = lambda _: None) -> UpResult:
+    """Start what is not running; on failure, stop again what this call started, so a
+    failed ``up`` leaves the stack as it found it (logs stay for the post-mortem)."""
     deadline = time.monotonic() + timeout
-    started, warnings = [], []
+    started: list[str] = []
+    try:
+        return _up(runtime, migrations_dir, build, migrate, deadline, progress, started)
+    except BaseException:
+        for service in reversed(started):
+            try:
+                runtime.stop(service)
+            except DynoctlError:
+                pass  # the original error is the one to report
+        raise
+
+
+def _up(runtime, migrations_dir, build, migrate, deadline, progress, started) -> UpResult:
+    warnings = []
     progress("starting the database")
     if runtime.start("db", build=build, timeout=_left(deadline)):
         started.append("db")
@@ -77,7 +92,7 @@ def up(runtime: Runtime, migrations_dir: Path, *, build: bool = False, migrate: 
         started.append("server")
     progress("waiting for the API server to be ready")
     wait_for_server(runtime, deadline, need_ready=migrate)
-    return UpResult(runtime.name, started, [s for s in SERVICES if s not in started], applied,
+    return UpResult(runtime.name, list(started), [s for s in SERVICES if s not in started], applied,
                     {"api": runtime.api_url(), "database": address(url)}, warnings)
 
 

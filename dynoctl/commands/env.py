@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from dynoctl import envfiles
 from dynoctl.commands import app_context
 from dynoctl.errors import ConfigError
 from dynoctl.output import table
@@ -21,6 +20,8 @@ def init(
 
     Existing files are kept unless --force. Files are written atomically with mode
     0600. Secret values are never printed."""
+    from dynoctl import envfiles
+
     app_ctx = app_context(ctx)
     results = envfiles.init_env_files(app_ctx.settings.layout, force=force)
     app_ctx.out.result(results, lambda rs: table(
@@ -36,6 +37,8 @@ def check(ctx: typer.Context) -> None:
     Reports all problems at once: missing and unknown keys, placeholder or weak
     secrets, equal access/refresh secrets, malformed DATABASE_URL, FRONTEND_URL,
     STATUS or PORT, files readable by others, lines python-dotenv cannot parse."""
+    from dynoctl import envfiles
+
     app_ctx = app_context(ctx)
     report = envfiles.check_env_files(app_ctx.settings.layout)
     app_ctx.out.result(
@@ -45,7 +48,7 @@ def check(ctx: typer.Context) -> None:
         raise ConfigError(f"env check found {errors} error(s)", hint="fix them, or run 'dynoctl env init' for missing files")
 
 
-def _problems_table(report: envfiles.CheckReport):
+def _problems_table(report):
     if not report.problems:
         return f"ok: {len(report.files)} env files checked, no problems"
     return table([vars(p) for p in report.problems], ["severity", "file", "line", "key", "message"])
@@ -55,6 +58,8 @@ def _problems_table(report: envfiles.CheckReport):
 def show(ctx: typer.Context) -> None:
     """The effective configuration, secrets redacted, with where each value comes from
     (file, environment, or the template's default)."""
+    from dynoctl import envfiles
+
     app_ctx = app_context(ctx)
     values = envfiles.show_config(app_ctx.settings.layout, app_ctx.settings.environ)
     app_ctx.out.result(values, lambda vs: table([vars(v) for v in vs], ["file", "key", "value", "source"]))

@@ -51,10 +51,12 @@ class LocalRuntime:
         if not f.path.exists():
             raise ConfigError(f"{f.path} does not exist", hint="run 'dynoctl env init' to create it")
         errors = [p for p in envfiles.check_env_file(f) if p.severity == "error"]
+        errors += envfiles.environment_problems(f, self.settings.environ)
         if errors:
             first = errors[0]
             where = f" ({first.key})" if first.key else ""
-            raise ConfigError(f"{f.path} is invalid{where}: {first.message}",
+            source = f.path if first.file == str(f.path) else "the environment"
+            raise ConfigError(f"{source} has an invalid setting{where}: {first.message}",
                               hint="run 'dynoctl env check' to see every problem")
         return {k: v for k, (v, _src) in envfiles.effective_values(f, self.settings.environ).items()}
 
