@@ -1,0 +1,94 @@
+"""The docker runtime against a real Docker engine: up -> status -> migrate status ->
+logs -> down --volumes. Skips without an engine, fails instead when CI sets
+DYNO_REQUIRE_DOCKER=1 (.ci/run does, after .ci/docker-setup built the images)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+
+import pytest
+
+from dynoctl.errors import ExitStatus
+from tests.conftest import Dynoctl, free_port, make_project
+
+pytestmark = pytest.mark.docker
+
+
+def engine_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=5).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="module")
+def docker_stack():
+    if not engine_answers():
+        if os.environ.get("DYNO_REQUIRE_DOCKER") == "1":
+            pytest.fail("DYNO_REQUIRE_DOCKER=1 but no Docker engine answers (see .ci/docker-setup)")
+        pytest.skip("no Docker engine")
+    project = make_project("dyno-docker-")
+    run = Dynoctl(project)
+    assert run("env", "init").exit_code == 0
+    api_port, db_port = free_port(), free_port()
+    run.env = {"DYNO_RUNTIME": "docker", "DYNO_API_PORT": str(api_port), "DYNO_DB_PORT": str(db_port),
+               "COMPOSE_PROJECT_NAME": f"dynotest{api_port}"}
+    run.api = f"http://127.0.0.1:{api_port}"
+    run.db_port = db_port
+    yield run
+    run("down", "--volumes", "--yes", env=run.env)
+    shutil.rmtree(project, ignore_errors=True)
+
+
+def docker_json(run, *args):
+    result = run("--json", *args, env=run.env)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout) if result.stdout.strip() else None
+
+
+def test_docker_lifecycle(docker_stack):
+    run = docker_stack
+    up = docker_json(run, "up", "--build", "--timeout", "600")
+    assert up["runtime"] == "docker"
+    assert [r["revision"] for r in up["migrations"]["revisions"]] == ["0001"]
+    with urllib.request.urlopen(f"{run.api}/ready", timeout=10) as response:
+        assert response.status == 200
+
+    again = docker_json(run, "up")
+    assert again["started"] == [] and again["migrations"]["revisions"] == []
+
+    status = docker_json(run, "status")
+    by_name = {s["service"]: s for s in status["services"]}
+    assert by_name["db"]["state"] == "running" and by_name["db"]["health"] == "healthy"
+    assert by_name["server"]["state"] == "running" and by_name["server"]["health"] == "healthy"
+    assert by_name["server"]["address"] == f"127.0.0.1:{run.api.rsplit(':', 1)[1]}"
+    assert status["schema"]["current"] == status["schema"]["head"] == "0001"
+
+    migrate = docker_json(run, "migrate", "status")
+    assert migrate["pending"] == [] and migrate["current"] == "0001"
+
+    logs = docker_json(run, "logs", "server", "--tail", "20")
+    assert any("/ready" in r["line"] for r in logs)
+
+    refused = run("down", "--volumes", env=run.env)
+    assert refused.exit_code == ExitStatus.REFUSED
+    down = docker_json(run, "down", "--volumes", "--yes")
+    assert set(down["stopped"]) == {"db", "server"}
+    assert any("postgres-data" in v for v in down["data_removed"])
+    after = docker_json(run, "status")
+    assert {s["state"] for s in after["services"]} == {"stopped"}
+
+
+def test_docker_runtime_without_engine_points_to_local(project, monkeypatch):
+    # A DOCKER_HOST nobody answers on: the runtime must say so and suggest local.
+    run = Dynoctl(project)
+    run("env", "init")
+    result = run("--runtime", "docker", "status", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert result.exit_code == ExitStatus.UNREACHABLE
+    assert "--runtime local" in result.stderr
