@@ -75,7 +75,6 @@ def make_project(prefix: str = "dyno-project-") -> Path:
     ignore = shutil.ignore_patterns("*.env", "*.env.bak-*", "__pycache__", ".dyno")
     shutil.copytree(REPO / "stack", project / "stack", ignore=ignore)
     shutil.copytree(REPO / "migrations", project / "migrations", ignore=ignore)
-    (project / "stack/compose.yml").exists() or (project / "stack/compose.yml").write_text("services: {}\n")  # TEMP
     return project
 
 

@@ -1,0 +1,94 @@
+"""The application factory: ``uvicorn dynoserver.app:create_app --factory``.
+
+Nothing happens at import time; ``create_app`` reads the settings, loads the
+keys and builds the engine (which connects lazily).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from dynoserver import assets, auth, health, projects, tasks
+from dynoserver.db import create_db_engine, create_session_factory
+from dynoserver.errors import install_error_handlers
+from dynoserver.keys import KeyConfigError, KeyStore
+from dynoserver.limits import JSON_BODY_LIMIT, BodyLimitMiddleware
+from dynoserver.logs import AccessLogMiddleware, configure_logging
+from dynoserver.passwords import Passwords
+from dynoserver.settings import Settings
+from dynoserver.uploads import MULTIPART_OVERHEAD
+
+log = logging.getLogger("dynoserver")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.development)
+    app = FastAPI(title="Dyno API", version="1.0.0", lifespan=_lifespan)
+    app.state.settings = settings
+    app.state.keys = KeyStore(settings.jwt_keys_file, settings.access_token_secret, settings.refresh_token_secret)
+    app.state.passwords = Passwords(settings)
+    app.state.engine = create_db_engine(settings.database_url)
+    app.state.session_factory = create_session_factory(app.state.engine)
+    install_error_handlers(app)
+    for module in (health, auth, projects, tasks, assets):
+        app.include_router(module.router)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[settings.frontend_url],
+        allow_credentials=True,  # the refresh cookie
+        allow_methods=["GET", "POST", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
+    app.add_middleware(
+        BodyLimitMiddleware,
+        json_limit=JSON_BODY_LIMIT,
+        multipart_limit=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+    )
+    app.add_middleware(AccessLogMiddleware)  # added last: outermost, so it times everything
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    stop_reloading = _reload_keys_on_sighup(app.state.keys)
+    log.info("dynoserver started (key set %s)", app.state.keys.current.version)
+    try:
+        yield
+    finally:
+        stop_reloading()
+        app.state.engine.dispose()
+
+
+def _reload_keys_on_sighup(keys: KeyStore) -> Callable[[], None]:
+    """Install the SIGHUP handler on the running loop; returns its remover.
+
+    The handler runs on the event loop between requests' steps and only swaps
+    an immutable KeySet, so requests in flight are undisturbed.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, _reload_keys, keys)
+    except (ValueError, RuntimeError, NotImplementedError):
+        # Not the main thread (e.g. the test client's portal) or no signals here.
+        log.info("SIGHUP key reload not available in this process")
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+
+def _reload_keys(keys: KeyStore) -> None:
+    previous = keys.current.version
+    try:
+        current = keys.reload().version
+    except KeyConfigError as exc:
+        log.error("SIGHUP: key reload failed, keeping key set %s: %s", previous, exc)
+        return
+    log.info("SIGHUP: key set reloaded %s -> %s", previous, current)

@@ -1,0 +1,180 @@
+"""Project assets: streamed multipart upload, download, delete.
+
+The bytes are on disk (see ``dynoserver.storage``) before the row that points
+at them is committed; a failed upload removes its file.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from dynoserver.auth import current_user_id
+from dynoserver.db import get_db
+from dynoserver.errors import ApiError, not_found
+from dynoserver.models import Asset, Task
+from dynoserver.ownership import owned_project, writable_project
+from dynoserver.schemas import AssetOut
+from dynoserver.storage import FileSink, TooLarge, remove_files, resolve
+from dynoserver.uploads import BadUpload, UploadedFile, receive_upload
+
+T = TypeVar("T")
+log = logging.getLogger("dynoserver.assets")
+router = APIRouter(prefix="/projects/{project_id}/assets", tags=["assets"])
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "task_id": {"type": "string", "format": "uuid"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("", status_code=201, response_model=AssetOut, openapi_extra=_UPLOAD_BODY)
+async def upload_asset(
+    project_id: uuid.UUID, request: Request, user_id: uuid.UUID = Depends(current_user_id)
+) -> Asset:
+    settings = request.app.state.settings
+    # Ownership before a single body byte is stored: strangers cannot fill the disk.
+    await run_in_threadpool(_with_session, request, writable_project, user_id, project_id)
+    sink = await run_in_threadpool(FileSink, settings.assets_dir, uuid.uuid4(), settings.max_upload_bytes)
+    try:
+        return await _store_upload(request, sink, user_id, project_id)
+    except BaseException:
+        sink.discard()  # synchronous on purpose: it must run even when the request is cancelled
+        raise
+
+
+async def _store_upload(request: Request, sink: FileSink, user_id: uuid.UUID, project_id: uuid.UUID) -> Asset:
+    try:
+        upload = await receive_upload(request, sink)
+    except TooLarge:
+        limit = request.app.state.settings.max_upload_bytes
+        raise ApiError(413, "too_large", f"the file exceeds {limit} bytes") from None
+    except BadUpload as exc:
+        raise ApiError(400, "bad_upload", str(exc)) from None
+    await run_in_threadpool(sink.commit)
+    return await run_in_threadpool(_with_session, request, _insert_asset, user_id, project_id, sink, upload)
+
+
+@router.get("", response_model=list[AssetOut])
+def list_assets(
+    project_id: uuid.UUID, user_id: uuid.UUID = Depends(current_user_id), db: Session = Depends(get_db)
+) -> list[Asset]:
+    owned_project(db, user_id, project_id)
+    return list(db.scalars(select(Asset).where(Asset.project_id == project_id).order_by(Asset.created_at, Asset.id)))
+
+
+@router.get("/{asset_id}", response_model=AssetOut)
+def get_asset(
+    project_id: uuid.UUID,
+    asset_id: uuid.UUID,
+    user_id: uuid.UUID = Depends(current_user_id),
+    db: Session = Depends(get_db),
+) -> Asset:
+    owned_project(db, user_id, project_id)
+    return _asset_of(db, project_id, asset_id)
+
+
+@router.get("/{asset_id}/content", response_class=FileResponse)
+def download_asset(
+    project_id: uuid.UUID,
+    asset_id: uuid.UUID,
+    request: Request,
+    user_id: uuid.UUID = Depends(current_user_id),
+    db: Session = Depends(get_db),
+) -> FileResponse:
+    owned_project(db, user_id, project_id)
+    asset = _asset_of(db, project_id, asset_id)
+    path = resolve(request.app.state.settings.assets_dir, asset.storage_path)
+    if not path.is_file():
+        log.error("asset %s has a row but no file at %s", asset.id, asset.storage_path)
+        raise ApiError(404, "asset_file_missing", "the asset's file is missing on the server")
+    return FileResponse(
+        path,
+        media_type=asset.content_type,
+        filename=asset.original_name,  # sent as an attachment, never rendered inline
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+@router.delete("/{asset_id}", status_code=204)
+def delete_asset(
+    project_id: uuid.UUID,
+    asset_id: uuid.UUID,
+    request: Request,
+    user_id: uuid.UUID = Depends(current_user_id),
+    db: Session = Depends(get_db),
+) -> Response:
+    writable_project(db, user_id, project_id)
+    asset = _asset_of(db, project_id, asset_id)
+    db.delete(asset)
+    db.commit()
+    remove_files(request.app.state.settings.assets_dir, [asset.storage_path])
+    return Response(status_code=204)
+
+
+def _with_session(request: Request, operation: Callable[..., T], *args: object) -> T:
+    """Run ``operation(db, *args)`` in its own session (for the async upload endpoint)."""
+    with request.app.state.session_factory() as db:
+        return operation(db, *args)
+
+
+def _insert_asset(
+    db: Session, user_id: uuid.UUID, project_id: uuid.UUID, sink: FileSink, upload: UploadedFile
+) -> Asset:
+    # Checked again under a share lock: the project may have been archived or
+    # deleted while the bytes were arriving.
+    writable_project(db, user_id, project_id, lock=True)
+    asset = Asset(
+        id=sink.asset_id,
+        project_id=project_id,
+        task_id=_task_id_in(db, project_id, upload.fields.get("task_id")),
+        original_name=upload.original_name,
+        content_type=upload.content_type,
+        size=sink.size,
+        sha256=sink.sha256,
+        storage_path=sink.storage_path,
+    )
+    db.add(asset)
+    db.commit()
+    return asset
+
+
+def _task_id_in(db: Session, project_id: uuid.UUID, raw: str | None) -> uuid.UUID | None:
+    if not raw:
+        return None
+    try:
+        task_id = uuid.UUID(raw)
+    except ValueError:
+        raise ApiError(422, "invalid_task_id", "task_id must be a UUID") from None
+    if db.scalar(select(Task.id).where(Task.id == task_id, Task.project_id == project_id)) is None:
+        raise ApiError(422, "unknown_task", "task_id does not name a task of this project")
+    return task_id
+
+
+def _asset_of(db: Session, project_id: uuid.UUID, asset_id: uuid.UUID) -> Asset:
+    asset = db.scalar(select(Asset).where(Asset.id == asset_id, Asset.project_id == project_id))
+    if asset is None:
+        raise not_found("asset")
+    return asset
+

@@ -1,0 +1,84 @@
+"""Every error leaves the server as JSON: ``{"error": <code>, "message": <text>}``.
+
+Validation errors add ``details`` (location, message, type) but never echo the
+submitted values back, since they may be passwords or tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger("dynoserver.errors")
+
+# Spelled out rather than derived from HTTPStatus phrases, which Python 3.13 renamed (413, 422).
+_HTTP_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    416: "range_not_satisfiable",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+def unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def error_response(status: int, code: str, message: str, **extra: object) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    response = error_response(exc.status, exc.code, exc.message)
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    response = error_response(exc.status_code, _HTTP_ERROR_CODES.get(exc.status_code, "http_error"), message)
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    return error_response(422, "validation_error", "the request is invalid", details=details)
+
+
+async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+    # Only the class name: driver messages can name hosts and users.
+    log.warning("database unavailable during %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
+    return error_response(503, "database_unavailable", "the database is not reachable, try again later")
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal server error")

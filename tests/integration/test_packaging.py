@@ -1,0 +1,38 @@
+"""A non-editable install (a wheel) carries the stack and finds it from anywhere."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_wheel_bundles_the_stack_and_installed_dynoctl_uses_it(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "-w", str(tmp_path / "dist"), str(REPO)], check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("dynoctl-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for expected in ("dynoctl/_bundled/stack/compose.yml", "dynoctl/_bundled/stack/env/server.local.env.example",
+                     "dynoctl/_bundled/stack/server/Dockerfile", "dynoctl/_bundled/migrations/env.py",
+                     "dynoserver/app.py", "dynoserver/models.py"):
+        assert expected in names, expected
+    assert not any(n.endswith((".env", ".pyc")) or "/.dyno/" in n for n in names)
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
+                   check=True, capture_output=True)
+    elsewhere = tmp_path / "somewhere"
+    elsewhere.mkdir()
+    done = subprocess.run([venv / "bin" / "dynoctl", "--json", "version"], cwd=elsewhere,
+                          capture_output=True, text=True, check=True)
+    info = json.loads(done.stdout)
+    assert info["stack_source"] == "installed package"
+    assert info["env_dir"] == str(elsewhere / "env")
+    init = subprocess.run([venv / "bin" / "dynoctl", "env", "init"], cwd=elsewhere, capture_output=True, text=True)
+    assert init.returncode == 0, init.stderr
+    assert (elsewhere / "env" / "server.local.env").is_file()
