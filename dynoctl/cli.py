@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from enum import Enum
 from pathlib import Path
@@ -113,11 +112,11 @@ def root(
         color=not no_color,
     )
     _current = ctx.obj = AppContext(settings, Output(json_, verbosity, not no_color))
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    if verbose or debug:  # logging costs start-up time; unconfigured, it still shows warnings
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                            format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 def _register() -> None:
