@@ -147,6 +147,16 @@ def ensure_port_free(port: int, what: str, host: str = "127.0.0.1") -> None:
         )
 
 
+def postmaster_pid(datadir: Path) -> int | None:
+    """The live postmaster's pid; None if none runs (a stale pid file counts as none)."""
+    try:
+        pid = int((datadir / "postmaster.pid").read_text().split("\n", 1)[0])
+        process = psutil.Process(pid)
+        return pid if "postgres" in process.name() and process.status() != psutil.STATUS_ZOMBIE else None
+    except (OSError, ValueError, psutil.Error):
+        return None
+
+
 class Cluster:
     def __init__(self, root: Path, port: int, binaries: PgBinaries, run_as: RunAs | None,
                  host: str = "127.0.0.1"):
@@ -164,16 +174,7 @@ class Cluster:
         return (self.datadir / "PG_VERSION").is_file()
 
     def pid(self) -> int | None:
-        """The live postmaster's pid; None if none runs (a stale pid file counts as none)."""
-        try:
-            pid = int((self.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
-            return None
-        try:
-            process = psutil.Process(pid)
-            return pid if "postgres" in process.name() and process.status() != psutil.STATUS_ZOMBIE else None
-        except psutil.Error:
-            return None
+        return postmaster_pid(self.datadir)
 
     def started_at(self) -> float | None:
         pid = self.pid()

@@ -13,12 +13,12 @@ if TYPE_CHECKING:
 
 
 def get_runtime(settings: Settings) -> Runtime:
-    """The runtime named by --runtime; ``auto`` picks docker when an engine answers."""
+    """The runtime named by --runtime. ``auto``: local when this project's local stack
+    is running (installing Docker later must not orphan it), else docker when an
+    engine answers, else local."""
     name = settings.runtime
     if name == "auto":
-        from dynoctl.runtime.compose import docker_engine_answers
-
-        name = "docker" if docker_engine_answers() else "local"
+        name = _auto(settings)
     if name == "docker":
         from dynoctl.runtime.compose import ComposeRuntime
 
@@ -26,3 +26,13 @@ def get_runtime(settings: Settings) -> Runtime:
     from dynoctl.runtime.local import LocalRuntime
 
     return LocalRuntime(settings)
+
+
+def _auto(settings: Settings) -> str:
+    from dynoctl.runtime.local import local_stack_running
+
+    if local_stack_running(settings.layout):
+        return "local"
+    from dynoctl.runtime.compose import docker_engine_answers
+
+    return "docker" if docker_engine_answers(settings.environ) else "local"

@@ -31,6 +31,13 @@ ENV_NAME = "server.local"
 HOST = "127.0.0.1"
 
 
+def local_stack_running(layout) -> bool:
+    """Whether this project's local stack has a live process (cheap: pid files only)."""
+    state = layout.state_dir
+    return bool(pidfiles.live_process(state / "run" / "supervisor.pid")
+                or pgcluster.postmaster_pid(state / "pg" / "data"))
+
+
 class LocalRuntime:
     name = "local"
 

@@ -84,6 +84,8 @@ def test_full_lifecycle(stack):
         ("db", "running", "healthy"), ("server", "running", "healthy")}
     assert status["schema"] == {"current": "0001", "head": "0001", "pending": []}
     assert "schema: 0001 (head 0001, up to date)" in local(stack, "status").stdout
+    # auto keeps to the runtime this project's stack is running on, engine or not.
+    assert json.loads(stack("--json", "status").stdout)["runtime"] == "local"
 
     _, lines = local_json(stack, "logs", "server", "--tail", "5")
     assert 0 < len(lines) <= 5 and all(r["service"] == "server" for r in lines)
