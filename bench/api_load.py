@@ -84,21 +84,13 @@ class Outcome:
 @contextlib.contextmanager
 def embedded_postgres() -> Iterator[str]:
     """A throwaway cluster from the same binaries the local runtime uses; yields an admin URL."""
-    from dynoctl import pgcluster, proc
+    from dynoctl import pgcluster
 
     root = searchable_tempdir("dyno-bench-pg-")
-    run_as = pgcluster.ensure_system_user("dynoctl-pg") if proc.is_root() else None
-    binaries = pgcluster.find_binaries()
-    if run_as:
-        binaries = pgcluster.reachable_by_others(binaries)
-    cluster = pgcluster.Cluster(root / "pg", free_port(), binaries, run_as)
-    password = secrets.token_urlsafe(16)
-    cluster.init("postgres", password)
-    cluster.start()
     try:
-        yield f"postgresql://postgres:{password}@127.0.0.1:{cluster.port}/postgres"
+        with pgcluster.scratch_cluster(root, free_port()) as (cluster, password):
+            yield f"postgresql://postgres:{password}@127.0.0.1:{cluster.port}/postgres"
     finally:
-        cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 

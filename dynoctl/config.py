@@ -104,7 +104,9 @@ class Settings:
     @property
     def pg_user(self) -> str:
         """The unprivileged account PostgreSQL runs as when dynoctl runs as root."""
-        return self.environ.get("DYNO_PG_USER", "dynoctl-pg")
+        from dynoctl.pgcluster import DEFAULT_PG_USER
+
+        return self.environ.get("DYNO_PG_USER", DEFAULT_PG_USER)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         return self.environ.get(name, default)

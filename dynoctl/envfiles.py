@@ -358,6 +358,22 @@ def environment_problems(f: EnvFile, environ: Mapping[str, str]) -> list[Problem
             for message in _value_problems(key, value)]
 
 
+def checked_values(layout: StackLayout, name: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The effective values of one env file for a runtime to start a service with;
+    refuses (exit 3) when the file is missing or has an error, before anything starts."""
+    f = env_file(layout, name)
+    if not f.path.exists():
+        raise ConfigError(f"{f.path} does not exist", hint="run 'dynoctl env init' to create it")
+    errors = [p for p in check_env_file(f) if p.severity == "error"] + environment_problems(f, environ)
+    if errors:
+        first = errors[0]
+        where = f" ({first.key})" if first.key else ""
+        source = f.path if first.file == str(f.path) else "the environment"
+        raise ConfigError(f"{source} has an invalid setting{where}: {first.message}",
+                          hint="run 'dynoctl env check' to see every problem")
+    return {key: value for key, (value, _source) in effective_values(f, environ).items()}
+
+
 def show_config(layout: StackLayout, environ: Mapping[str, str]) -> list[ConfigValue]:
     return [
         ConfigValue(str(f.path), key, redact(key, value), source)

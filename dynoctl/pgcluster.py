@@ -12,13 +12,16 @@ Layout under ``root`` (owned by the account that runs PostgreSQL, mode 0700):
 from __future__ import annotations
 
 import hashlib
+import secrets
 import importlib.util
 import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 
@@ -27,6 +30,7 @@ from dynoctl.errors import ConfigError, DynoctlError, Refused, Unreachable
 from dynoctl.proc import RunAs
 
 SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres", "pg_dump", "pg_restore", "psql")
+DEFAULT_PG_USER = "dynoctl-pg"
 SETTINGS_FILE = "dynoctl.conf"
 
 
@@ -115,6 +119,31 @@ def ensure_system_user(name: str) -> RunAs:
         proc.run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
                   "--shell", "/usr/sbin/nologin", name])
     return RunAs(name)
+
+
+def server_programs(explicit: Path | None = None, pg_user: str = DEFAULT_PG_USER) -> tuple[PgBinaries, RunAs | None]:
+    """The binaries to run a cluster with, and the account to run them as: as root an
+    unprivileged one, with binaries it can reach; otherwise ourselves."""
+    binaries = find_binaries(explicit)
+    if not proc.is_root():
+        return binaries, None
+    return reachable_by_others(binaries), ensure_system_user(pg_user)
+
+
+@contextmanager
+def scratch_cluster(parent: Path, port: int, superuser: str = "postgres") -> Iterator[tuple[Cluster, str]]:
+    """A throwaway cluster under ``parent`` with a random superuser password: started
+    on entry, stopped and deleted on exit (tests, benchmarks)."""
+    binaries, run_as = server_programs()
+    cluster = Cluster(parent / "pg", port, binaries, run_as)
+    password = secrets.token_urlsafe(24)
+    cluster.init(superuser, password)
+    cluster.start()
+    try:
+        yield cluster, password
+    finally:
+        cluster.stop()
+        cluster.remove()
 
 
 def port_holder(port: int, host: str = "127.0.0.1") -> str | None:

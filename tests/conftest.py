@@ -4,7 +4,6 @@ directories the unprivileged PostgreSQL account can reach."""
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import socket
 import tempfile
@@ -13,7 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
-from dynoctl import pgcluster, proc
+from dynoctl import pgcluster
 
 
 def free_port() -> int:
@@ -50,18 +49,10 @@ class EmbeddedPostgres:
 @pytest.fixture(scope="session")
 def postgres():
     root = searchable_tempdir("dyno-test-pg-")
-    run_as = pgcluster.ensure_system_user("dynoctl-pg") if proc.is_root() else None
-    binaries = pgcluster.find_binaries()
-    if run_as:
-        binaries = pgcluster.reachable_by_others(binaries)
-    cluster = pgcluster.Cluster(root / "pg", free_port(), binaries, run_as)
-    password = secrets.token_urlsafe(16)
-    cluster.init("postgres", password)
-    cluster.start()
     try:
-        yield EmbeddedPostgres(cluster, password)
+        with pgcluster.scratch_cluster(root, free_port()) as (cluster, password):
+            yield EmbeddedPostgres(cluster, password)
     finally:
-        cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 

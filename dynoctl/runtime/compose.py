@@ -334,15 +334,7 @@ class ComposeRuntime:
     def server_env(self) -> dict[str, str]:
         """server.docker.env as the container gets it; checked, since Compose refuses
         to load the project at all without it."""
-        f = envfiles.env_file(self.layout, ENV_NAME)
-        if not f.path.exists():
-            raise ConfigError(f"{f.path} does not exist", hint="run 'dynoctl env init' to create it")
-        errors = [p for p in envfiles.check_env_file(f) if p.severity == "error"]
-        if errors:
-            where = f" ({errors[0].key})" if errors[0].key else ""
-            raise ConfigError(f"{f.path} has an invalid setting{where}: {errors[0].message}",
-                              hint="run 'dynoctl env check' to see every problem")
-        return {key: value for key, (value, _source) in envfiles.effective_values(f, self.settings.environ).items()}
+        return envfiles.checked_values(self.layout, ENV_NAME, self.settings.environ)
 
     def _libpq_env(self) -> dict[str, str]:
         """Connection settings for client programs run in the db container (pg_dump,

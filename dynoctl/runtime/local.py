@@ -54,18 +54,7 @@ class LocalRuntime:
     @cached_property
     def server_env(self) -> dict[str, str]:
         """The server's environment: server.local.env (checked) over its template's defaults."""
-        f = envfiles.env_file(self.layout, ENV_NAME)
-        if not f.path.exists():
-            raise ConfigError(f"{f.path} does not exist", hint="run 'dynoctl env init' to create it")
-        errors = [p for p in envfiles.check_env_file(f) if p.severity == "error"]
-        errors += envfiles.environment_problems(f, self.settings.environ)
-        if errors:
-            first = errors[0]
-            where = f" ({first.key})" if first.key else ""
-            source = f.path if first.file == str(f.path) else "the environment"
-            raise ConfigError(f"{source} has an invalid setting{where}: {first.message}",
-                              hint="run 'dynoctl env check' to see every problem")
-        return {k: v for k, (v, _src) in envfiles.effective_values(f, self.settings.environ).items()}
+        return envfiles.checked_values(self.layout, ENV_NAME, self.settings.environ)
 
     @cached_property
     def db_url_parts(self):
@@ -81,10 +70,7 @@ class LocalRuntime:
 
     @cached_property
     def cluster(self) -> pgcluster.Cluster:
-        run_as = pgcluster.ensure_system_user(self.settings.pg_user) if proc.is_root() else None
-        binaries = pgcluster.find_binaries(self.settings.pg_bindir)
-        if run_as:
-            binaries = pgcluster.reachable_by_others(binaries)
+        binaries, run_as = pgcluster.server_programs(self.settings.pg_bindir, self.settings.pg_user)
         return pgcluster.Cluster(self.state / "pg", self.db_port, binaries, run_as, HOST)
 
     # -- Runtime protocol --------------------------------------------------
