@@ -92,3 +92,32 @@ def test_docker_runtime_without_engine_points_to_local(project, monkeypatch):
     result = run("--runtime", "docker", "status", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert result.exit_code == ExitStatus.UNREACHABLE
     assert "--runtime local" in result.stderr
+
+
+def test_docker_taken_port_is_refused_and_nothing_starts(docker_stack):
+    import socket
+
+    run = docker_stack
+    db_port = run.db_port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", db_port))
+        squatter.listen()
+        result = run("up", env=run.env)
+    assert result.exit_code == ExitStatus.REFUSED
+    assert f"port {db_port}" in result.stderr
+    assert {s["state"] for s in docker_json(run, "status")["services"]} == {"stopped"}
+
+
+def test_docker_server_crashing_on_start_fails_up_with_its_log(docker_stack):
+    run = docker_stack
+    keys = run.project / ".dyno" / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    (keys / "jwt-keys.json").write_text("{ not json")
+    (keys / "jwt-keys.json").chmod(0o644)
+    try:
+        result = run("up", "--timeout", "300", env=run.env)
+        assert result.exit_code == ExitStatus.UNREACHABLE
+        assert "key file" in result.stderr  # the server's own complaint, from its container log
+        assert {s["state"] for s in docker_json(run, "status")["services"]} == {"stopped"}
+    finally:
+        (keys / "jwt-keys.json").unlink()
