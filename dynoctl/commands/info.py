@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform
+import sys
 
 import typer
 
@@ -15,7 +15,7 @@ def version(ctx: typer.Context) -> None:
     """Show dynoctl's version and where it found the project and the stack files."""
     app_ctx = app_context(ctx)
     settings = app_ctx.settings
-    info = {"dynoctl": __version__, "python": platform.python_version(), "project_dir": str(settings.project_dir)}
+    info = {"dynoctl": __version__, "python": sys.version.split()[0], "project_dir": str(settings.project_dir)}
     try:
         layout = settings.layout
         info.update(stack_dir=str(layout.stack_dir), stack_source=layout.source,

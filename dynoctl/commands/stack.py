@@ -10,7 +10,7 @@ from dynoctl.commands import app_context
 from dynoctl.commands.confirm import confirm_or_refuse
 from dynoctl.errors import UsageError
 from dynoctl.output import table
-from dynoctl.runtime.base import SERVICES, check_service
+from dynoctl.runtime import SERVICES, check_service
 
 
 def up(

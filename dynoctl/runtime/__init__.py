@@ -7,6 +7,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+# Named as in stack/compose.yml, in start order. Here rather than in base.py so that
+# commands can name services without importing the protocol's dataclasses at start-up.
+SERVICES = ("db", "server")
+
+
+def check_service(service: str) -> str:
+    if service not in SERVICES:
+        from dynoctl.errors import UsageError
+
+        raise UsageError(f"unknown service {service!r}", hint=f"choose one of: {', '.join(SERVICES)}")
+    return service
+
 if TYPE_CHECKING:
     from dynoctl.config import Settings
     from dynoctl.runtime.base import Runtime

@@ -2,7 +2,7 @@
 purge) talks only to this, so each behaves the same on the local and docker runtimes.
 
 Services are named as in stack/compose.yml: ``db`` and ``server`` (SERVICES, in
-start order). Orchestration (start db, wait, migrate, start server, wait for /ready)
+start order, defined in dynoctl.runtime). Orchestration (start db, wait, migrate, start server, wait for /ready)
 lives in ``dynoctl.stack``, not in the runtimes: a runtime only knows how to start,
 stop and inspect one service at a time.
 """
@@ -13,15 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Iterator, Protocol
 
-SERVICES = ("db", "server")
-
-
-def check_service(service: str) -> str:
-    if service not in SERVICES:
-        from dynoctl.errors import UsageError
-
-        raise UsageError(f"unknown service {service!r}", hint=f"choose one of: {', '.join(SERVICES)}")
-    return service
+from dynoctl.runtime import SERVICES, check_service  # noqa: F401  (re-exported for runtimes)
 
 
 @dataclass(frozen=True)
