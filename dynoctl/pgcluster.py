@@ -31,6 +31,8 @@ from dynoctl.proc import RunAs
 
 SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres", "pg_dump", "pg_restore", "psql")
 DEFAULT_PG_USER = "dynoctl-pg"
+DATA_DIRNAME = "data"  # the cluster, under a Cluster's root
+LOG_FILENAME = "postgres.log"
 SETTINGS_FILE = "dynoctl.conf"
 
 
@@ -190,8 +192,8 @@ class Cluster:
     def __init__(self, root: Path, port: int, binaries: PgBinaries, run_as: RunAs | None,
                  host: str = "127.0.0.1"):
         self.root = root
-        self.datadir = root / "data"
-        self.logfile = root / "postgres.log"
+        self.datadir = root / DATA_DIRNAME
+        self.logfile = root / LOG_FILENAME
         self.port = port
         self.host = host
         self.bin = binaries

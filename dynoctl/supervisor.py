@@ -10,7 +10,6 @@ secrets included, is inherited: never argv.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -30,7 +30,7 @@ def get_runtime(settings: Settings) -> Runtime:
     engine answers, else local."""
     name = settings.runtime
     if name == "auto":
-        name = _auto(settings)
+        return _auto(settings)
     if name == "docker":
         from dynoctl.runtime.compose import ComposeRuntime
 
@@ -40,11 +40,12 @@ def get_runtime(settings: Settings) -> Runtime:
     return LocalRuntime(settings)
 
 
-def _auto(settings: Settings) -> str:
-    from dynoctl.runtime.local import local_stack_running
+def _auto(settings: Settings) -> Runtime:
+    from dynoctl.runtime.local import LocalRuntime
 
-    if local_stack_running(settings.layout):
-        return "local"
-    from dynoctl.runtime.compose import docker_engine_answers
+    local = LocalRuntime(settings)
+    if local.has_live_process():
+        return local
+    from dynoctl.runtime.compose import ComposeRuntime, docker_engine_answers
 
-    return "docker" if docker_engine_answers(settings.environ) else "local"
+    return ComposeRuntime(settings) if docker_engine_answers(settings.environ) else local

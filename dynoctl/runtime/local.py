@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
@@ -23,19 +22,12 @@ from urllib.parse import unquote, urlsplit
 
 from dynoctl import envfiles, pgcluster, pidfiles, proc
 from dynoctl.config import Settings
-from dynoctl.errors import ConfigError, DynoctlError
+from dynoctl.errors import DynoctlError
 from dynoctl.runtime.base import ServiceStatus, check_service
 from dynoctl.runtime.health import follow_file, probe_server
 
 ENV_NAME = "server.local"
 HOST = "127.0.0.1"
-
-
-def local_stack_running(layout) -> bool:
-    """Whether this project's local stack has a live process (cheap: pid files only)."""
-    state = layout.state_dir
-    return bool(pidfiles.live_process(state / "run" / "supervisor.pid")
-                or pgcluster.postmaster_pid(state / "pg" / "data"))
 
 
 class LocalRuntime:
@@ -45,10 +37,16 @@ class LocalRuntime:
         self.settings = settings
         self.layout = settings.layout
         self.state = self.layout.state_dir
+        self.pg_root = self.state / "pg"
         self.run_dir = self.state / "run"
         self.server_log = self.state / "logs" / "server.log"
         self.server_pidfile = self.run_dir / "server.pid"
         self.supervisor_pidfile = self.run_dir / "supervisor.pid"
+
+    def has_live_process(self) -> bool:
+        """Whether this project's local stack runs (cheap: pid files only, no env file)."""
+        return bool(pidfiles.live_process(self.supervisor_pidfile)
+                    or pgcluster.postmaster_pid(self.pg_root / pgcluster.DATA_DIRNAME))
 
     # -- configuration -----------------------------------------------------
     @cached_property
@@ -71,7 +69,7 @@ class LocalRuntime:
     @cached_property
     def cluster(self) -> pgcluster.Cluster:
         binaries, run_as = pgcluster.server_programs(self.settings.pg_bindir, self.settings.pg_user)
-        return pgcluster.Cluster(self.state / "pg", self.db_port, binaries, run_as, HOST)
+        return pgcluster.Cluster(self.pg_root, self.db_port, binaries, run_as, HOST)
 
     # -- Runtime protocol --------------------------------------------------
     def start(self, service: str, *, build: bool = False, timeout: float = 60) -> bool:
@@ -83,13 +81,14 @@ class LocalRuntime:
         return self.cluster.stop(timeout) if service == "db" else self._stop_server(timeout)
 
     def data_locations(self) -> list[str]:
-        return [str(self.cluster.root), str(self._assets_dir())]
+        return [str(self.pg_root), str(self._assets_dir())]
 
     def remove_data(self) -> list[str]:
         import shutil
 
         removed = [p for p in self.data_locations() if Path(p).exists()]
-        self.cluster.remove()
+        if self.pg_root.exists():
+            self.cluster.remove()
         shutil.rmtree(self._assets_dir(), ignore_errors=True)
         return removed
 
@@ -98,7 +97,7 @@ class LocalRuntime:
 
     def logs(self, service: str, *, tail: int | None = None, follow: bool = False) -> Iterator[str]:
         check_service(service)
-        path = self.cluster.logfile if service == "db" else self.server_log
+        path = self.pg_root / pgcluster.LOG_FILENAME if service == "db" else self.server_log
         return follow_file(path, tail=tail, follow=follow)
 
     def exec(self, service: str, argv: list[str], *, stdin: BinaryIO | None = None,

@@ -1,6 +1,5 @@
 """dynoctl env init / check / show, through the CLI, bad input included."""
 
-import json
 import os
 import stat
 import subprocess

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import socket
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
