@@ -140,6 +140,7 @@ class LocalRuntime:
 
     # -- db ----------------------------------------------------------------
     def _start_db(self, timeout: float) -> bool:
+        self._make_state_dirs()
         cluster = self.cluster
         if not cluster.initialized:
             user, password = unquote(self.db_url_parts.username or "postgres"), unquote(self.db_url_parts.password or "")
@@ -183,8 +184,7 @@ class LocalRuntime:
             return False
         env = self.server_env  # validates the env file before anything starts
         pgcluster.ensure_port_free(self.api_port, "the API server", HOST)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.server_log.parent.mkdir(parents=True, exist_ok=True)
+        self._make_state_dirs()
         argv = [sys.executable, "-m", "uvicorn", "dynoserver.app:create_app", "--factory",
                 "--host", HOST, "--port", str(self.api_port), "--no-server-header"]
         with open(self.server_log, "ab") as log:
@@ -220,6 +220,13 @@ class LocalRuntime:
             return ServiceStatus("server", "starting", None, None, None, f"supervisor pid {supervisor.pid}")
         return ServiceStatus("server", "running", probe_server(self.api_url()).health,
                              f"{HOST}:{self.api_port}", _timestamp(server.create_time()), f"pid {server.pid}")
+
+    def _make_state_dirs(self) -> None:
+        # .dyno may be entered but not listed by others: PostgreSQL's own account must
+        # reach .dyno/pg; logs and pid files are ours alone.
+        self.state.mkdir(mode=0o711, exist_ok=True)
+        for private in (self.run_dir, self.server_log.parent):
+            private.mkdir(mode=0o700, exist_ok=True)
 
     def _assets_dir(self) -> Path:
         try:
