@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -198,3 +199,23 @@ def test_stale_pid_files_do_not_confuse_up(stack):
     result = local(stack, "up")
     assert result.exit_code == 0, result.stderr
     assert http_status(f"{stack.api}/ready") == 200
+
+
+def test_reload_reaches_the_server_through_its_supervisor(stack):
+    """The seam secret rotation builds on: write the key file, runtime.reload("server")."""
+    from dynoctl.config import Settings
+    from dynoctl.envfiles import write_atomic
+    from dynoctl.runtime.local import LocalRuntime
+
+    assert local(stack, "up").exit_code == 0
+    before = json.loads(urllib.request.urlopen(f"{stack.api}/health", timeout=5).read())["keyset"]
+    keys = {purpose: {"signing": f"{purpose[0]}-1", "keys": [{"kid": f"{purpose[0]}-1", "secret": purpose * 12}]}
+            for purpose in ("access", "refresh")}
+    (stack.project / ".dyno" / "keys").mkdir(exist_ok=True)
+    write_atomic(stack.project / ".dyno" / "keys" / "jwt-keys.json", json.dumps(keys))
+    LocalRuntime(Settings(project_dir=stack.project, runtime="local")).reload("server")
+    deadline = time.monotonic() + 10
+    while json.loads(urllib.request.urlopen(f"{stack.api}/health", timeout=5).read())["keyset"] == before:
+        assert time.monotonic() < deadline, "the key set did not change after SIGHUP"
+        time.sleep(0.1)
+    assert "SIGHUP: key set reloaded" in local(stack, "logs", "server").stdout
