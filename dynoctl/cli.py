@@ -75,7 +75,7 @@ def _traceback_if_debug() -> None:
 app = typer.Typer(
     cls=DynoGroup,
     name="dynoctl",
-    help="Operate a Dyno stack: run it, migrate it, back it up, rotate its secrets, keep it clean.",
+    help="Operate a Dyno stack: bring it up and down, migrate its schema, check its configuration.",
     no_args_is_help=True,
     add_completion=False,
     # Tracebacks with local variables could show secrets; --debug prints plain ones.
