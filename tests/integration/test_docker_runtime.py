@@ -110,6 +110,8 @@ def test_docker_taken_port_is_refused_and_nothing_starts(docker_stack):
     run = docker_stack
     db_port = run.db_port
     with socket.socket() as squatter:
+        # As any server would: connections in TIME_WAIT from earlier tests must not stop it.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", db_port))
         squatter.listen()
         result = run("up", env=run.env)

@@ -154,6 +154,8 @@ def test_migrate_against_a_stopped_database_names_the_address(stack):
 def test_taken_port_is_named_and_nothing_is_left_running(stack):
     api_port = int(stack.api.rsplit(":", 1)[1])
     with socket.socket() as squatter:
+        # As any server would: connections in TIME_WAIT from earlier tests must not stop it.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", api_port))
         squatter.listen()
         result = local(stack, "up")
