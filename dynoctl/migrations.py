@@ -4,6 +4,7 @@ runtimes: the database is reached through the runtime's database_url()."""
 
 from __future__ import annotations
 
+from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def _config(migrations_dir: Path, connection=None):
 
     if not (migrations_dir / "env.py").is_file():
         raise ConfigError(f"no alembic environment in {migrations_dir}", hint="pass the right --project-dir")
-    config = Config()
+    # quiet: alembic prints status lines straight to stdout, which is ours for data.
+    config = Config(cmd_opts=Namespace(quiet=True))
     config.set_main_option("script_location", str(migrations_dir))
     if connection is not None:
         config.attributes["connection"] = connection

@@ -129,6 +129,15 @@ def test_migrate_commands(stack):
 
     assert local(stack, "migrate", "down", "nonexistent", "--yes").exit_code == ExitStatus.USAGE
 
+    # New revisions land in the project's migrations; autogenerate finds the models in sync.
+    result, created = local_json(stack, "migrate", "new", "-m", "nothing yet", "--autogenerate")
+    assert result.exit_code == 0, result.stderr
+    script = Path(created["path"])
+    assert script.parent == stack.project / "migrations" / "versions"
+    upgrade = script.read_text().split("def upgrade()")[1].split("def downgrade()")[0]
+    assert "op." not in upgrade  # nothing to change: models and migrated database agree
+    assert [r["revision"] for r in local_json(stack, "migrate", "status")[1]["pending"]] == [script.name.split("_")[0]]
+
 
 def test_down_volumes_plans_confirms_and_destroys(stack):
     assert local(stack, "up").exit_code == 0
