@@ -8,7 +8,6 @@ imported on first use so that `dynoctl --help` does not pay for it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -69,6 +68,8 @@ class Output:
     def result(self, data: Any, human: Callable[[Any], Any] | None = None) -> None:
         """The command's result: JSON with --json, else what ``human(data)`` renders."""
         if self.json_mode:
+            import json  # here, not at start-up: most invocations print no JSON
+
             sys.stdout.write(json.dumps(to_jsonable(data), indent=2) + "\n")
             sys.stdout.flush()
         elif human is not None:
@@ -80,6 +81,8 @@ class Output:
 
     def json_line(self, data: Any) -> None:
         """One NDJSON record (followed logs)."""
+        import json
+
         sys.stdout.write(json.dumps(to_jsonable(data)) + "\n")
         sys.stdout.flush()
 
