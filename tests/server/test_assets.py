@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
+import time
 import uuid
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from dynoserver.app import create_app
 from dynoserver.storage import STORAGE_PATH
 
-from .helpers import create_project, make_settings, sign_up
+from .helpers import create_project, db_engine, make_settings, sign_up
 
 LIMIT = 64 * 1024
 
@@ -177,3 +182,48 @@ def test_a_new_account_starts_without_assets(client, project_url):
     stranger = sign_up(client)
 
     assert client.get(f"{project_url}/assets", headers=stranger.headers).status_code == 404
+
+
+def wait_for(condition, what: str, timeout: float = 10):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_cancelled_upload_never_leaves_a_row_without_its_file(client, alice, project_url, assets_dir, database_url):
+    project_id = project_url.rsplit("/", 1)[1]
+    engine = db_engine(database_url)
+    locker = engine.connect()
+    # A concurrent transaction holds the project row: the upload's row insert (FOR SHARE) waits on it.
+    locker.execute(text("SELECT 1 FROM projects WHERE id = :id FOR UPDATE"), {"id": project_id})
+
+    def insert_is_waiting() -> bool:
+        with engine.connect() as connection:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            return connection.scalar(text(query)) > 0
+
+    async def cancel_while_inserting() -> None:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            files = {"file": ("a.txt", b"hello", "text/plain")}
+            request = asyncio.create_task(http.post(f"{project_url}/assets", files=files, headers=alice.headers))
+            deadline = time.monotonic() + 10
+            while not await asyncio.to_thread(insert_is_waiting):
+                assert not request.done() and time.monotonic() < deadline, "the upload never reached its insert"
+            request.cancel()  # as a shutdown timeout or a disconnect would
+            with contextlib.suppress(asyncio.CancelledError):
+                await request
+
+    try:
+        asyncio.run(cancel_while_inserting())
+        locker.rollback()  # the abandoned worker thread now commits the row
+        with engine.connect() as connection:
+            select_path = text("SELECT storage_path FROM assets WHERE project_id = :id")
+            wait_for(lambda: connection.execute(select_path, {"id": project_id}).first() is not None, "the row")
+            storage_path = connection.scalar(select_path, {"id": project_id})
+    finally:
+        locker.close()
+        engine.dispose()
+
+    assert stored_files(assets_dir) == [storage_path]

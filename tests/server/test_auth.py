@@ -49,6 +49,19 @@ def test_email_is_normalised_and_unique(client):
     assert again.json()["error"] == "email_taken"
 
 
+def test_email_length_is_checked_after_lower_casing(client):
+    # 'İ'.lower() is two code points: 254 characters as sent, 255 once normalised.
+    too_long = "\u0130" + "a" * 240 + "@example.test"
+    just_fits = "\u0130" + "a" * 239 + "@example.test"
+
+    refused = client.post("/auth/register", json={"email": too_long, "password": PASSWORD})
+    accepted = client.post("/auth/register", json={"email": just_fits, "password": PASSWORD})
+
+    assert len(too_long) == 254 and refused.status_code == 422
+    assert refused.json()["error"] == "validation_error"
+    assert accepted.status_code == 201 and len(accepted.json()["email"]) == 254
+
+
 def test_login_failures_look_the_same(client):
     account = sign_up(client)
 

@@ -73,6 +73,25 @@ def test_cors_allows_the_frontend_origin_only(client):
     assert client.get("/health", headers={"Origin": FRONTEND}).headers["access-control-allow-origin"] == FRONTEND
 
 
+def test_error_responses_carry_cors_headers(settings):
+    app = create_app(settings)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("unexpected")
+
+    origin = {"Origin": FRONTEND}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        too_large = client.post("/auth/login", content=b"x" * (2 * 1024 * 1024), headers=origin)
+        internal = client.get("/boom", headers=origin)
+
+    assert too_large.status_code == 413 and internal.status_code == 500
+    assert internal.json() == {"error": "internal_error", "message": "internal server error"}
+    for response in (too_large, internal):
+        assert response.headers["access-control-allow-origin"] == FRONTEND
+        assert response.headers["access-control-allow-credentials"] == "true"
+
+
 class _Records(logging.Handler):
     def __init__(self) -> None:
         super().__init__()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 
 import jwt
@@ -80,6 +81,29 @@ def test_failed_reload_keeps_the_running_key_set(tmp_path):
         store.reload()
 
     assert store.current is before
+
+
+def test_reload_with_the_key_file_gone_keeps_the_file_keys_not_the_env_secrets(tmp_path):
+    path = tmp_path / "keys.json"
+    write_key_file(path, {"a1": new_secret()}, {"r1": new_secret()}, signing=("a1", "r1"))
+    store = KeyStore(path, new_secret(), new_secret())  # env secrets retired by the rotation
+    before = store.current
+    path.unlink()
+
+    with pytest.raises(KeyConfigError, match="cannot read key file"):
+        store.reload()
+
+    assert store.current is before and store.current.access.signing.kid == "a1"
+
+
+@pytest.mark.parametrize("signing", [["a1"], {"kid": "a1"}, 1])
+def test_non_string_signing_kid_is_a_key_config_error(tmp_path, signing):
+    path = tmp_path / "keys.json"
+    key = {"kid": "a1", "secret": new_secret()}
+    path.write_text(json.dumps({purpose: {"signing": signing, "keys": [key]} for purpose in ("access", "refresh")}))
+
+    with pytest.raises(KeyConfigError, match="'signing' must name one of the listed kids"):
+        KeyStore(path, None, None)
 
 
 def test_rotation_add_promote_retire_keeps_users_logged_in(database_url, tmp_path):

@@ -5,8 +5,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from sqlalchemy import delete
 
-from .helpers import create_project, sign_up
+from dynoserver.models import User
+
+from .helpers import create_project, db_engine, sign_up
 
 
 def test_project_crud(client, alice):
@@ -146,12 +149,41 @@ def test_oversize_json_bodies_are_413_json(client, alice):
         assert response.status_code == 413 and response.json()["error"] == "too_large"
 
 
+def test_multipart_label_does_not_lift_the_json_body_limit(client, alice):
+    project_url = f"/projects/{create_project(client, alice)['id']}"
+    two_mib = b"x" * (2 * 1024 * 1024)
+    multipart = {**alice.headers, "Content-Type": "multipart/form-data; boundary=b"}
+
+    def chunked():
+        yield two_mib
+
+    declared = client.post("/projects", content=two_mib, headers=multipart)
+    undeclared = client.post("/auth/login", content=chunked(), headers=multipart)
+    upload = client.post(f"{project_url}/assets", files={"file": ("big.bin", two_mib)}, headers=alice.headers)
+
+    for response in (declared, undeclared):
+        assert response.status_code == 413 and response.json()["error"] == "too_large"
+    assert upload.status_code == 201  # the upload route keeps its own, larger limit
+
+
 def test_requests_without_a_token_are_401_json(client):
     response = client.get("/projects")
 
     assert response.status_code == 401
     assert response.json()["error"] == "unauthorized"
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_access_token_of_a_deleted_user_is_401_not_500(client, alice, database_url):
+    engine = db_engine(database_url)
+    with engine.begin() as connection:  # as after a purge, or a restore that predates the user
+        connection.execute(delete(User).where(User.email == alice.email))
+    engine.dispose()
+
+    response = client.post("/projects", json={"name": "orphan"}, headers=alice.headers)
+
+    assert response.status_code == 401
+    assert response.json() == {"error": "unauthorized", "message": "the account no longer exists"}
 
 
 def test_unknown_route_is_json(client):

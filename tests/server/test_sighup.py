@@ -28,6 +28,9 @@ ENV_CONTRACT = (
 )  # fmt: skip
 
 
+REPO = Path(__file__).resolve().parents[2]  # the cwd of the servers, so tests.server.* imports
+
+
 @dataclass
 class LiveServer:
     url: str
@@ -56,8 +59,8 @@ def wait_until_healthy(server: LiveServer, timeout: float = 30) -> None:
     pytest.fail(f"server did not become healthy:\n{server.log_file.read_text()}")
 
 
-@pytest.fixture
-def live_server(database_url, tmp_path) -> Iterator[LiveServer]:
+def start_server(database_url: str, tmp_path: Path, factory: str, **extra_env: str) -> LiveServer:
+    """uvicorn in a subprocess, configured by the env contract with a key file."""
     keys_file = tmp_path / "keys.json"
     first_keys = {"a1": secrets.token_urlsafe(32)}, {"r1": secrets.token_urlsafe(32)}
     write_key_file(keys_file, *first_keys, signing=("a1", "r1"))
@@ -66,25 +69,34 @@ def live_server(database_url, tmp_path) -> Iterator[LiveServer]:
     env.update(
         DATABASE_URL=database_url, JWT_KEYS_FILE=str(keys_file), STATUS="production",
         ASSETS_DIR=str(tmp_path / "assets"), ARGON2_TIME_COST="1", ARGON2_MEMORY_KIB="8", ARGON2_PARALLELISM="1",
+        **extra_env,
     )  # fmt: skip
     log_file = tmp_path / "server.log"
     with open(log_file, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "dynoserver.app:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
         )  # fmt: skip
-    server = LiveServer(f"http://127.0.0.1:{port}", process, keys_file, log_file)
+    return LiveServer(f"http://127.0.0.1:{port}", process, keys_file, log_file)
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture
+def live_server(database_url, tmp_path) -> Iterator[LiveServer]:
+    server = start_server(database_url, tmp_path, "dynoserver.app:create_app")
     try:
         wait_until_healthy(server)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(server)
 
 
 def paused_multipart_body(started: threading.Event, resume: threading.Event, boundary: str) -> Iterator[bytes]:
@@ -161,3 +173,29 @@ def test_sighup_reloads_keys_while_a_request_is_in_flight(live_server):
     log_text = live_server.log_file.read_text()
     assert "SIGHUP: key set reloaded" in log_text
     assert old_access not in log_text and old_refresh not in log_text
+
+
+def test_sighup_during_start_up_is_not_fatal_and_reloads_once_started(database_url, tmp_path):
+    hold = tmp_path / "startup.hold"
+    hold.touch()
+    server = start_server(database_url, tmp_path, "tests.server.startup_hold:create_app",
+                          DYNO_TEST_STARTUP_HOLD=str(hold))  # fmt: skip
+    try:
+        created = hold.with_name(hold.name + ".created")
+        deadline = time.monotonic() + 30
+        while not created.exists() and server.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert created.exists(), server.log_file.read_text()
+        # The app exists, its lifespan has not run: rotate the keys and signal now.
+        write_key_file(server.keys_file, {"a2": secrets.token_urlsafe(32)}, {"r2": secrets.token_urlsafe(32)},
+                       signing=("a2", "r2"))  # fmt: skip
+        os.kill(server.process.pid, signal.SIGHUP)
+        hold.unlink()
+
+        wait_until_healthy(server)
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            assert jwt.get_unverified_header(log_in(http)["access_token"])["kid"] == "a2"
+        assert server.process.poll() is None
+    finally:
+        stop_server(server)
+    assert "SIGHUP: key set reloaded" in server.log_file.read_text()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -17,7 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from dynoserver import assets, auth, health, projects, tasks
 from dynoserver.db import create_db_engine, create_session_factory
-from dynoserver.errors import install_error_handlers
+from dynoserver.errors import InternalErrorMiddleware, install_error_handlers
 from dynoserver.keys import KeyConfigError, KeyStore
 from dynoserver.limits import JSON_BODY_LIMIT, BodyLimitMiddleware
 from dynoserver.logs import AccessLogMiddleware, configure_logging
@@ -29,9 +30,11 @@ log = logging.getLogger("dynoserver")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    early_sighup = _note_sighup_until_started()  # first: the rest of start-up takes time
     settings = settings or Settings.from_env()
     configure_logging(settings.development)
     app = FastAPI(title="Dyno API", version="1.0.0", lifespan=_lifespan)
+    app.state.early_sighup = early_sighup
     app.state.settings = settings
     app.state.keys = KeyStore(settings.jwt_keys_file, settings.access_token_secret, settings.refresh_token_secret)
     app.state.passwords = Passwords(settings)
@@ -40,6 +43,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, auth, projects, tasks, assets):
         app.include_router(module.router)
+    # Each add_middleware wraps the previous ones. CORS sits right inside the access
+    # log, so every answer a browser may read carries its headers: the body limit's
+    # 413 and the JSON 500 are produced inside it.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        json_limit=JSON_BODY_LIMIT,
+        upload_limit=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        upload_routes=assets.upload_routes(),
+    )
+    app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=[settings.frontend_url],
@@ -48,18 +61,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["Authorization", "Content-Type"],
         max_age=600,
     )
-    app.add_middleware(
-        BodyLimitMiddleware,
-        json_limit=JSON_BODY_LIMIT,
-        multipart_limit=settings.max_upload_bytes + MULTIPART_OVERHEAD,
-    )
     app.add_middleware(AccessLogMiddleware)  # added last: outermost, so it times everything
     return app
+
+
+def _note_sighup_until_started() -> threading.Event:
+    """Until the lifespan takes over SIGHUP, only note its arrival.
+
+    SIGHUP's default action ends the process, and a rotation tool may send it
+    while the server is still starting. Only the main thread may set handlers;
+    elsewhere (an app built in a worker thread) the signal is not ours to take.
+    """
+    received = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, lambda signum, frame: received.set())
+    return received
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     stop_reloading = _reload_keys_on_sighup(app.state.keys)
+    if app.state.early_sighup.is_set():
+        # Checked after the loop's handler is in place, so no SIGHUP falls in between.
+        _reload_keys(app.state.keys)
     log.info("dynoserver started (key set %s)", app.state.keys.current.version)
     try:
         yield
@@ -81,7 +105,12 @@ def _reload_keys_on_sighup(keys: KeyStore) -> Callable[[], None]:
         # Not the main thread (e.g. the test client's portal) or no signals here.
         log.info("SIGHUP key reload not available in this process")
         return lambda: None
-    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+    def stop() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)  # this restores the default: ending the process
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a late SIGHUP must not cut the shutdown short
+
+    return stop
 
 
 def _reload_keys(keys: KeyStore) -> None:

@@ -1,11 +1,13 @@
 """Project assets: streamed multipart upload, download, delete.
 
 The bytes are on disk (see ``dynoserver.storage``) before the row that points
-at them is committed; a failed upload removes its file.
+at them is committed; a failed upload removes its file. A cancelled one keeps a
+file already committed (its row may still commit): at worst an orphan for the purge.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -13,6 +15,7 @@ from typing import TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse
+from fastapi.routing import APIRoute
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -57,10 +60,16 @@ async def upload_asset(
     # Ownership before a single body byte is stored: strangers cannot fill the disk.
     await run_in_threadpool(_with_session, request, writable_project, user_id, project_id)
     sink = await run_in_threadpool(FileSink, settings.assets_dir, uuid.uuid4(), settings.max_upload_bytes)
+    # Both discards are synchronous on purpose: they must run even when the request is cancelled.
     try:
         return await _store_upload(request, sink, user_id, project_id)
+    except asyncio.CancelledError:
+        # A cancelled await does not stop its worker thread: the row insert may still
+        # commit. Keep a committed file; without a row it is an orphan the purge collects.
+        sink.discard_partial()
+        raise
     except BaseException:
-        sink.discard()  # synchronous on purpose: it must run even when the request is cancelled
+        sink.discard()
         raise
 
 
@@ -74,6 +83,11 @@ async def _store_upload(request: Request, sink: FileSink, user_id: uuid.UUID, pr
         raise ApiError(400, "bad_upload", str(exc)) from None
     await run_in_threadpool(sink.commit)
     return await run_in_threadpool(_with_session, request, _insert_asset, user_id, project_id, sink, upload)
+
+
+def upload_routes() -> list[APIRoute]:
+    """The routes that take a whole upload as their body (the app includes this router without a prefix)."""
+    return [route for route in router.routes if isinstance(route, APIRoute) and route.endpoint is upload_asset]
 
 
 @router.get("", response_model=list[AssetOut])

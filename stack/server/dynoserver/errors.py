@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("dynoserver.errors")
 
@@ -82,3 +83,30 @@ async def _database_unavailable(request: Request, exc: OperationalError) -> JSON
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal server error")
+
+
+class InternalErrorMiddleware:
+    """Answers the JSON 500 from inside CORSMiddleware, so a browser can read it.
+
+    Starlette runs the ``Exception`` handler in its outermost middleware, outside
+    CORS. This one sends the same body first, then re-raises: the outer handler
+    still logs the error and, seeing the response started, sends nothing more.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception:
+            if scope["type"] == "http" and not started:
+                await error_response(500, "internal_error", "internal server error")(scope, receive, send)
+            raise

@@ -12,6 +12,10 @@ Sources, in order:
 2. ``JWT_ACCESS_TOKEN_SECRET`` / ``JWT_REFRESH_TOKEN_SECRET``: one signing key
    each, with ``kid = derive_kid(purpose, secret)``.
 
+Once a key file has been loaded it stays the only source: a reload that finds
+it missing fails (and keeps the running set) rather than fall back to the env
+secrets, which a finished rotation has retired.
+
 Key file format (UTF-8 JSON; write it atomically: temp file, fsync, rename)::
 
     {
@@ -121,7 +125,9 @@ def _ring(purpose: str, entry: object) -> KeyRing:
     by_kid = {key.kid: key for key in keys}
     if len(by_kid) != len(keys):
         raise KeyConfigError(f"{purpose}: duplicate kid")
-    signing = by_kid.get(entry.get("signing"))  # type: ignore[arg-type]
+    signing_kid = entry.get("signing")
+    # A list or object here would be unhashable: refuse it as a config error, not a TypeError.
+    signing = by_kid.get(signing_kid) if isinstance(signing_kid, str) else None
     if signing is None:
         raise KeyConfigError(f"{purpose}: 'signing' must name one of the listed kids")
     return KeyRing(signing=signing, by_kid=MappingProxyType(by_kid))
@@ -162,6 +168,7 @@ class KeyStore:
         self._keys_file = keys_file
         self._access_secret = access_secret
         self._refresh_secret = refresh_secret
+        self._file_loaded = False
         self.current = self._load()
 
     def reload(self) -> KeySet:
@@ -170,8 +177,12 @@ class KeyStore:
         return self.current
 
     def _load(self) -> KeySet:
-        if self._keys_file is not None and self._keys_file.exists():
-            return keyset_from_file(self._keys_file)
+        if self._keys_file is not None and (self._file_loaded or self._keys_file.exists()):
+            # After the first successful load a missing file is an error (keyset_from_file
+            # raises KeyConfigError), never a silent return to the retired env secrets.
+            keyset = keyset_from_file(self._keys_file)
+            self._file_loaded = True
+            return keyset
         if not self._access_secret or not self._refresh_secret:
             raise KeyConfigError(
                 "JWT_ACCESS_TOKEN_SECRET and JWT_REFRESH_TOKEN_SECRET are required"

@@ -1,15 +1,19 @@
 """Request body limits, answered with the same JSON errors as everything else.
 
 Starlette's own limiter (``max_body_size``) answers plain text when the declared
-Content-Length is too large, hence this small replacement. Multipart bodies may
-be as large as an upload (the upload route also checks the file size itself);
-any other body, i.e. JSON, is small.
+Content-Length is too large, hence this small replacement. The upload routes'
+bodies may be as large as an upload (the route also checks the file size
+itself); any other body, i.e. JSON, is small. The larger limit follows the
+route, not the Content-Type, which any client can set to multipart/form-data.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dynoserver.errors import error_response
@@ -25,24 +29,27 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, json_limit: int, multipart_limit: int):
+    def __init__(self, app: ASGIApp, *, json_limit: int, upload_limit: int, upload_routes: Sequence[BaseRoute]):
         self.app = app
         self.json_limit = json_limit
-        self.multipart_limit = multipart_limit
+        self.upload_limit = upload_limit
+        self.upload_routes = upload_routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        multipart = headers.get("content-type", "").lower().startswith("multipart/form-data")
-        limit = self.multipart_limit if multipart else self.json_limit
-        declared = headers.get("content-length", "")
+        limit = self.upload_limit if self._is_upload(scope) else self.json_limit
+        declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             response = error_response(413, "too_large", f"the request body exceeds {limit} bytes")
             await response(scope, receive, send)
             return
         await self.app(scope, _limited(receive, limit), send)
+
+    def _is_upload(self, scope: Scope) -> bool:
+        # The router's own matching (path and method), so the two cannot disagree.
+        return any(route.matches(scope)[0] is Match.FULL for route in self.upload_routes)
 
 
 def _limited(receive: Receive, limit: int) -> Receive:

@@ -24,9 +24,19 @@ def _text(max_length: int, min_length: int = 0) -> Any:
     ]
 
 
+def _fits_email_column(value: str) -> str:
+    # Checked after lower-casing, which can lengthen a string ('İ' becomes two code
+    # points): StringConstraints' max_length would see the raw input, and the
+    # varchar(254) column would then refuse the stored value with a 500.
+    if len(value) > 254:
+        raise ValueError("must be at most 254 characters")
+    return value
+
+
 Email = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, to_lower=True, max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$"),
+    StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$"),
+    AfterValidator(_fits_email_column),
 ]
 Password = Annotated[str, Field(min_length=8, max_length=1024)]
 ProjectName = _text(200, min_length=1)

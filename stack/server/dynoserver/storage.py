@@ -95,9 +95,13 @@ class FileSink:
         _fsync_dir(self._final.parent)
 
     def discard(self) -> None:
+        self.discard_partial()
+        self._final.unlink(missing_ok=True)
+
+    def discard_partial(self) -> None:
+        """Remove only an unfinished ``.part``: a committed file may already have its row."""
         self._file.close()
         self._partial.unlink(missing_ok=True)
-        self._final.unlink(missing_ok=True)
 
 
 def _fsync_dir(directory: Path) -> None:
