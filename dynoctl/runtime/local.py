@@ -185,8 +185,8 @@ class LocalRuntime:
         env = self.server_env  # validates the env file before anything starts
         pgcluster.ensure_port_free(self.api_port, "the API server", HOST)
         self._make_state_dirs()
-        argv = [sys.executable, "-m", "uvicorn", "dynoserver.app:create_app", "--factory",
-                "--host", HOST, "--port", str(self.api_port), "--no-server-header"]
+        argv = [sys.executable, "-m", "dynoserver", "--host", HOST, "--port", str(self.api_port),
+                "--no-server-header"]
         with open(self.server_log, "ab") as log:
             supervisor = proc.spawn(
                 [sys.executable, "-m", "dynoctl.supervisor", self.server_pidfile, "--", *argv],

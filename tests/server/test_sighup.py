@@ -59,8 +59,10 @@ def wait_until_healthy(server: LiveServer, timeout: float = 30) -> None:
     pytest.fail(f"server did not become healthy:\n{server.log_file.read_text()}")
 
 
-def start_server(database_url: str, tmp_path: Path, factory: str, **extra_env: str) -> LiveServer:
-    """uvicorn in a subprocess, configured by the env contract with a key file."""
+def start_server(database_url: str, tmp_path: Path, factory: str | None = None, **extra_env: str) -> LiveServer:
+    """The server in a subprocess, configured by the env contract with a key file:
+    launched as both runtimes launch it (``python -m dynoserver``), or as uvicorn
+    with another app factory."""
     keys_file = tmp_path / "keys.json"
     first_keys = {"a1": secrets.token_urlsafe(32)}, {"r1": secrets.token_urlsafe(32)}
     write_key_file(keys_file, *first_keys, signing=("a1", "r1"))
@@ -73,8 +75,9 @@ def start_server(database_url: str, tmp_path: Path, factory: str, **extra_env: s
     )  # fmt: skip
     log_file = tmp_path / "server.log"
     with open(log_file, "wb") as log:
+        launcher = ["dynoserver"] if factory is None else ["uvicorn", factory, "--factory"]
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", *launcher, "--host", "127.0.0.1", "--port", str(port)],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
         )  # fmt: skip
     return LiveServer(f"http://127.0.0.1:{port}", process, keys_file, log_file)
@@ -91,7 +94,7 @@ def stop_server(server: LiveServer) -> None:
 
 @pytest.fixture
 def live_server(database_url, tmp_path) -> Iterator[LiveServer]:
-    server = start_server(database_url, tmp_path, "dynoserver.app:create_app")
+    server = start_server(database_url, tmp_path)
     try:
         wait_until_healthy(server)
         yield server
@@ -199,3 +202,17 @@ def test_sighup_during_start_up_is_not_fatal_and_reloads_once_started(database_u
     finally:
         stop_server(server)
     assert "SIGHUP: key set reloaded" in server.log_file.read_text()
+
+
+def test_sighup_while_the_process_is_still_importing_is_harmless(database_url, tmp_path):
+    """python -m dynoserver ignores SIGHUP from its first line: a rotation's signal that
+    lands during the imports (long before create_app) must not end the process."""
+    server = start_server(database_url, tmp_path)
+    try:
+        time.sleep(0.3)  # the interpreter is up, the server's imports are not done
+        assert server.process.poll() is None
+        os.kill(server.process.pid, signal.SIGHUP)
+        wait_until_healthy(server)
+        assert server.process.poll() is None
+    finally:
+        stop_server(server)
