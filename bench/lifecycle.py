@@ -19,19 +19,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchenv import CHILD_ENV  # noqa: E402
 from tests.conftest import free_port, make_project  # noqa: E402
 
 
 def dynoctl(project: Path, *args: str) -> float:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "dynoctl", "--project-dir", str(project), "--runtime", "local", *args],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=CHILD_ENV)
     return time.perf_counter() - started
 
 
 def interpreter_start() -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    subprocess.run([sys.executable, "-c", "pass"], check=True, env=CHILD_ENV)
     return time.perf_counter() - started
 
 
