@@ -17,13 +17,6 @@ def address(url: str) -> str:
     return f"{parts.hostname}:{parts.port or 5432}{parts.path}"
 
 
-def libpq_url(url: str) -> str:
-    """The URL psycopg/libpq accept (no Prisma arguments)."""
-    from dynoserver.dburl import sqlalchemy_url
-
-    return sqlalchemy_url(url).replace("postgresql+psycopg://", "postgresql://", 1)
-
-
 def make_engine(url: str):
     import sqlalchemy
     from sqlalchemy.pool import NullPool

@@ -64,8 +64,9 @@ class Runtime(Protocol):
         exit code. pg_dump/pg_restore for backups go through here."""
 
     def database_url(self, dbname: str | None = None) -> str:
-        """A libpq URL of the database as reachable from this machine (dynoctl runs
-        migrations, backups and purges through it). Default dbname: pm_app."""
+        """The database's URL as reachable from this machine, in the env contract's form
+        (``postgresql://...?schema=public``; dynoctl.db turns it into a SQLAlchemy URL).
+        dynoctl runs migrations and, later, purges through it. Default dbname: pm_app."""
 
     def api_url(self) -> str:
         """Base URL of the API server as reachable from this machine."""
