@@ -100,6 +100,8 @@ def root(
     quiet: bool = typer.Option(False, "--quiet", "-q", envvar="DYNO_QUIET", help="Only errors on stderr."),
     debug: bool = typer.Option(False, "--debug", envvar="DYNO_DEBUG", help="Show tracebacks and debug logs."),
     no_color: bool = typer.Option(False, "--no-color", envvar=["DYNO_NO_COLOR", "NO_COLOR"], help="Plain output."),
+    wait: float = typer.Option(0, "--wait", envvar="DYNO_WAIT", min=0, metavar="SECONDS",
+                               help="When another run holds the project lock, queue this long instead of exiting 75."),
 ) -> None:
     global _current
     verbosity = -1 if quiet else verbose + (2 if debug else 0)
@@ -110,6 +112,7 @@ def root(
         verbosity=verbosity,
         debug=debug,
         color=not no_color,
+        lock_wait=wait,
     )
     _current = ctx.obj = AppContext(settings, Output(json_, verbosity, not no_color))
     if verbose or debug:  # logging costs start-up time; unconfigured, it still shows warnings
@@ -120,12 +123,13 @@ def root(
 
 
 def _register() -> None:
-    from dynoctl.commands import env, info, migrate, stack
+    from dynoctl.commands import env, history, info, migrate, stack
 
     for command in (stack.up, stack.down, stack.status, stack.logs, stack.restart):
         app.command()(command)
     app.add_typer(migrate.app, name="migrate")
     app.add_typer(env.app, name="env")
+    app.command("history")(history.history)
     app.command("version")(info.version)
 
 

@@ -89,6 +89,7 @@ class Settings:
     verbosity: int = 0  # -1 quiet, 0 normal, 1+ verbose
     debug: bool = False
     color: bool = True
+    lock_wait: float = 0  # seconds to queue for the project lock before exiting 75
     environ: dict[str, str] = field(default_factory=process_environment, repr=False, compare=False)
 
     @cached_property

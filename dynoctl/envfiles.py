@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
+from dynoctl.atomicfile import write_atomic  # noqa: F401  (env files are written through it)
 from dynoctl.config import StackLayout
 from dynoctl.errors import ConfigError, DynoctlError
 
@@ -139,40 +140,6 @@ def _ensure_dir(path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DynoctlError(f"cannot create {path}: {exc.strerror}", hint="check permissions or pass --project-dir") from exc
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
-    """Write a file that may hold secrets: a temp file in the same directory, private
-    before any byte is written, fsynced, then renamed over the target (keeping the
-    target's owner). A failure leaves the old file, or none, never half of one."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except OSError as exc:
-        raise DynoctlError(f"cannot write in {path.parent}: {exc.strerror}",
-                           hint="check the directory's permissions, or pass --project-dir") from exc
-    try:
-        with os.fdopen(fd, "w") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if path.exists():
-            st = path.stat()
-            os.chown(tmp, st.st_uid, st.st_gid)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------- parse

@@ -5,6 +5,9 @@ heavy ones (sqlalchemy, alembic, docker, psycopg, cryptography, the server) are
 imported inside the command functions that use them.
 """
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import typer
 
 from dynoctl.context import AppContext
@@ -12,3 +15,13 @@ from dynoctl.context import AppContext
 
 def app_context(ctx: typer.Context) -> AppContext:
     return ctx.find_root().obj
+
+
+@contextmanager
+def exclusive(app_ctx: AppContext) -> Iterator[None]:
+    """Hold the project lock (dynoctl.lock) around a command that changes the stack."""
+    from dynoctl.lock import command_line, project_lock
+
+    with project_lock(app_ctx.settings.layout.state_dir, command_line(), wait=app_ctx.settings.lock_wait,
+                      on_wait=app_ctx.out.info):
+        yield

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from dynoctl.commands import app_context
+from dynoctl.commands import app_context, exclusive
 from dynoctl.commands.confirm import confirm_or_refuse
 from dynoctl.errors import UsageError
 from dynoctl.output import table
@@ -25,7 +25,8 @@ def up(
     from dynoctl import stack
 
     app_ctx = app_context(ctx)
-    with app_ctx.out.progress(f"bringing the stack up ({app_ctx.runtime.name} runtime)") as progress:
+    with exclusive(app_ctx), \
+            app_ctx.out.progress(f"bringing the stack up ({app_ctx.runtime.name} runtime)") as progress:
         result = stack.up(app_ctx.runtime, app_ctx.settings.layout.migrations_dir, build=build,
                           migrate=not no_migrate, timeout=timeout, progress=progress)
     for warning in result.warnings:
@@ -53,11 +54,12 @@ def down(
 
     app_ctx = app_context(ctx)
     runtime = app_ctx.runtime
-    if volumes:
-        plan = stack.plan_down(runtime, remove_data=True)
-        app_ctx.out.info("this will permanently delete:\n" + "\n".join(f"  {p}" for p in plan.data_to_remove))
-        confirm_or_refuse(app_ctx, "delete the stack's data?", yes)
-    result = stack.down(runtime, remove_data=volumes, timeout=timeout)
+    with exclusive(app_ctx):
+        if volumes:
+            plan = stack.plan_down(runtime, remove_data=True)
+            app_ctx.out.info("this will permanently delete:\n" + "\n".join(f"  {p}" for p in plan.data_to_remove))
+            confirm_or_refuse(app_ctx, "delete the stack's data?", yes)
+        result = stack.down(runtime, remove_data=volumes, timeout=timeout)
     app_ctx.out.result(result, lambda r: "\n".join([
         f"stopped      {', '.join(r.stopped) or 'nothing (already stopped)'}",
         *([f"removed      {', '.join(r.data_removed)}"] if volumes else [])]))
@@ -130,7 +132,7 @@ def restart(
     from dynoctl import stack
 
     app_ctx = app_context(ctx)
-    with app_ctx.out.progress("restarting"):
+    with exclusive(app_ctx), app_ctx.out.progress("restarting"):
         restarted = stack.restart(app_ctx.runtime, _services(service), timeout=timeout)
     app_ctx.out.result({"restarted": restarted}, lambda r: f"restarted    {', '.join(r['restarted'])}")
 
