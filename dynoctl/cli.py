@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Optional
 import typer
 # Typer >= 0.29 carries its own copy of click; its exceptions are the ones raised.
 from typer._click import exceptions as click_exc
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from dynoctl.config import RUNTIMES, Settings, find_project_dir
 from dynoctl.context import AppContext
@@ -21,16 +22,68 @@ RuntimeChoice = Enum("RuntimeChoice", {name: name for name in RUNTIMES}, type=st
 
 _current: AppContext | None = None  # set by the root callback; read when reporting errors
 
+# Global options, also accepted after the subcommand ('dynoctl status --json'): the
+# ones that take a value, and the flags. DynoGroup.main moves them before it.
+GLOBAL_VALUE_OPTIONS = ("--project-dir", "--runtime", "--wait")
+GLOBAL_FLAGS = ("--json", "--verbose", "-v", "-vv", "-vvv", "--quiet", "-q", "--debug", "--no-color")
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``dynoctl status --json`` -> ``dynoctl --json status``. Only tokens after the
+    first word that is not an option (the subcommand) move, only recognised global
+    options, and never after ``--``. The root has no arguments of its own, so the
+    first bare word is the subcommand."""
+    head, rest = [], list(args)
+    while rest and rest[0].startswith("-"):
+        token = rest.pop(0)
+        head.append(token)
+        if token in GLOBAL_VALUE_OPTIONS and rest:
+            head.append(rest.pop(0))
+    moved, kept = [], []
+    i = 0
+    while i < len(rest):
+        token = rest[i]
+        if token == "--":
+            kept += rest[i:]
+            break
+        name = token.split("=", 1)[0]
+        if token in GLOBAL_FLAGS:
+            moved.append(token)
+        elif name in GLOBAL_VALUE_OPTIONS:
+            moved.append(token)
+            if "=" not in token and i + 1 < len(rest):
+                i += 1
+                moved.append(rest[i])
+        else:
+            kept.append(token)
+        i += 1
+    return head + moved + kept
+
+
+def _interrupt_on_sigterm(signum, frame):
+    # SIGTERM is handled like Ctrl-C: whatever the command started is cleaned up
+    # (dynoctl.stack.up stops what it started), then exit 130 'interrupted'.
+    raise KeyboardInterrupt
+
 
 class DynoGroup(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         global _current
         _current = None  # set again by the root callback of this invocation
+        args = hoist_global_options(list(sys.argv[1:] if args is None else args))
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
         status = run_guarded(lambda: super(DynoGroup, self).main(
             args, prog_name, complete_var, standalone_mode=False, **extra))
         if standalone_mode:
             sys.exit(status)
         return status
+
+
+# Flags and counters take no value, so the help shows no '<bool>'/'<int>' after them.
+_display_type_rich = TyperOption.display_type_rich
+TyperOption.display_type_rich = lambda self, ctx: (
+    None if self.is_flag or self.count else _display_type_rich(self, ctx))
 
 
 def run_guarded(invoke) -> int:
@@ -45,7 +98,8 @@ def run_guarded(invoke) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except click_exc.UsageError as exc:
-        exc.show()
+        command = exc.ctx.command_path if exc.ctx else "dynoctl"
+        _out().error(exc.format_message().rstrip("."), hint=f"see '{command} --help'")
         return ExitStatus.USAGE
     except (KeyboardInterrupt, typer.Abort):
         _out().error("interrupted")
@@ -105,6 +159,11 @@ def root(
 ) -> None:
     global _current
     verbosity = -1 if quiet else verbose + (2 if debug else 0)
+    if project_dir is not None and not project_dir.is_dir():
+        from dynoctl.errors import UsageError
+
+        raise UsageError(f"--project-dir {project_dir} is not a directory",
+                         hint="pass an existing directory (make it first, then 'dynoctl up' there)")
     settings = Settings(
         project_dir=(project_dir or find_project_dir()).resolve(),
         runtime=runtime.value,
@@ -118,7 +177,9 @@ def root(
     if verbose or debug:  # logging costs start-up time; unconfigured, it still shows warnings
         import logging
 
-        logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+        # -v: each step and its detail; -vv (or --debug): also every program dynoctl
+        # runs (argv, never secrets: those travel in the environment) and library logs.
+        logging.basicConfig(level=logging.DEBUG if debug or verbose >= 2 else logging.INFO,
                             format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 

@@ -21,11 +21,18 @@ def process_environment() -> dict[str, str]:
     return dict(os.environ)
 
 
+def is_project(path: Path) -> bool:
+    """A Dyno project: a checkout (stack/compose.yml) or a directory dynoctl has made
+    one (its .dyno/ state dir, or env files beside the bundled stack)."""
+    return (path / COMPOSE_FILE).is_file() or (path / STATE_DIRNAME).is_dir() or \
+        any((path / "env").glob("*.env"))
+
+
 def find_project_dir(start: Path | None = None) -> Path:
-    """The nearest parent holding stack/compose.yml, else the current directory."""
+    """The nearest parent that is a project (see is_project), else the current directory."""
     start = (start or Path.cwd()).resolve()
     for candidate in (start, *start.parents):
-        if (candidate / COMPOSE_FILE).is_file():
+        if is_project(candidate):
             return candidate
     return start
 
@@ -71,8 +78,11 @@ def locate_stack(project_dir: Path) -> StackLayout:
         return StackLayout(stack, project_dir / "migrations", "project directory", stack / "env", state_dir)
     for root, source in ((_bundled_root(), "installed package"), (_source_checkout_root(), "source checkout")):
         if (root / COMPOSE_FILE).is_file():
-            # The stack's own files are read-only here; real env files live in the project.
-            return StackLayout(root / "stack", root / "migrations", source, project_dir / "env", state_dir)
+            # The stack's own files are read-only here; real env files live in the project,
+            # and so do its migrations once 'migrate new' has copied them there.
+            own = project_dir / "migrations"
+            migrations = own if (own / "env.py").is_file() else root / "migrations"
+            return StackLayout(root / "stack", migrations, source, project_dir / "env", state_dir)
     from dynoctl.errors import ConfigError
 
     raise ConfigError(

@@ -305,24 +305,30 @@ class ConfigValue:
 
 
 def effective_values(f: EnvFile, environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
-    """key -> (value, source) as the service will see it. The template supplies
-    defaults for keys the file lacks; for the local runtime, which dynoctl starts
-    itself, variables already in the environment win over the file (as with
-    python-dotenv's default). Docker takes the file as it is (env_file)."""
+    """key -> (value, source) as the service will see it: the env file, with the
+    template supplying defaults for keys the file lacks. The env file is the ONE source
+    of a service's configuration: a variable of the same name in dynoctl's environment
+    (PORT=9000 dynoctl ...) is ignored on both runtimes, so up, status, env show and env
+    check always agree with what runs (see ignored_environment). dynoctl's own knobs are
+    DYNO_* variables, which no env file holds."""
     template = parse(_read(f.template)).values
     real = parse(_read(f.path)).values if f.path.exists() else {}
     merged = {k: (v, "default") for k, v in template.items()}
     merged.update({k: (v, "file") for k, v in real.items()})
-    if f.flavour == "local":
-        merged.update({k: (environ[k], "environment") for k in merged if k in environ})
     return merged
 
 
+def ignored_environment(layout: StackLayout, environ: Mapping[str, str]) -> list[str]:
+    """Names of environment variables that look like env-file settings and are ignored."""
+    keys = set()
+    for f in env_files(layout):
+        keys |= parse(_read(f.template)).values.keys()
+    return sorted(k for k in keys if k in environ)
+
+
 def environment_problems(f: EnvFile, environ: Mapping[str, str]) -> list[Problem]:
-    """Problems of the values the environment overrides (the file check can't see them)."""
-    return [Problem("environment", "error", message, key)
-            for key, (value, source) in effective_values(f, environ).items() if source == "environment"
-            for message in _value_problems(key, value)]
+    """Kept for callers: the environment overrides nothing, so it has no problems."""
+    return []
 
 
 def checked_values(layout: StackLayout, name: str, environ: Mapping[str, str]) -> dict[str, str]:
@@ -339,6 +345,19 @@ def checked_values(layout: StackLayout, name: str, environ: Mapping[str, str]) -
         raise ConfigError(f"{source} has an invalid setting{where}: {first.message}",
                           hint="run 'dynoctl env check' to see every problem")
     return {key: value for key, (value, _source) in effective_values(f, environ).items()}
+
+
+def lenient_values(layout: StackLayout, name: str) -> tuple[dict[str, str], str]:
+    """What can be read of an env file whatever its state (missing, unreadable, invalid),
+    over its template's defaults, and a word on what was used: for stopping and
+    inspecting a stack, which must never be refused over its configuration."""
+    f = env_file(layout, name)
+    values = parse(_read(f.template)).values
+    try:
+        values.update({k: v for k, v in parse(f.path.read_text()).values.items() if v})
+        return values, f"what {f.path.name} holds"
+    except OSError:
+        return values, "the template's defaults"
 
 
 def show_config(layout: StackLayout, environ: Mapping[str, str]) -> list[ConfigValue]:

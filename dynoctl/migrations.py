@@ -5,8 +5,10 @@ runtimes: the database is reached through the runtime's database_url()."""
 from __future__ import annotations
 
 from argparse import Namespace
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from dynoctl import db
 from dynoctl.errors import ConfigError, DynoctlError, UsageError
@@ -142,7 +144,8 @@ def _run(url: str, migrations_dir: Path, direction: str, goal: str) -> Migration
             raise
         except Exception as exc:
             conn.rollback()
-            raise DynoctlError(f"{direction} to {goal} failed: {type(exc).__name__}: {db.first_line(exc)}",
+            kind = "" if type(exc).__name__ == "CommandError" else f"{type(exc).__name__}: "
+            raise DynoctlError(f"{direction} to {goal} failed: {kind}{db.first_line(exc)}",
                                hint="the transaction was rolled back; see --debug for the traceback") from exc
         after = current(conn)
     if direction == "upgrade":
@@ -156,10 +159,41 @@ def new_revision(migrations_dir: Path, message: str, autogenerate: bool, url: st
     """Write a new revision script; with autogenerate, diff the models against the database."""
     from alembic import command
 
-    if autogenerate:
-        with db.connection(url) as conn:
-            script = command.revision(_config(migrations_dir, conn), message=message, autogenerate=True)
-    else:
-        script = command.revision(_config(migrations_dir), message=message)
+    with _alembic_errors("migrate new"):
+        if autogenerate:
+            with db.connection(url) as conn:
+                script = command.revision(_config(migrations_dir, conn), message=message, autogenerate=True)
+        else:
+            script = command.revision(_config(migrations_dir), message=message)
     return Path(script.path)
+
+
+def project_copy(migrations_dir: Path, project_dir: Path) -> Path:
+    """Where new revisions go: the project's own migrations/. When the stack comes from
+    the installed package (or a source checkout elsewhere), its migrations are first
+    copied into the project, which then uses that copy (dynoctl.config.locate_stack),
+    so nothing is ever written into the installed package."""
+    import shutil
+
+    if migrations_dir.resolve().is_relative_to(project_dir.resolve()):
+        return migrations_dir
+    target = project_dir / "migrations"
+    if not (target / "env.py").is_file():
+        staging = project_dir / ".migrations.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(migrations_dir, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        staging.rename(target)
+    return target
+
+
+@contextmanager
+def _alembic_errors(what: str) -> Iterator[None]:
+    """alembic's own message (e.g. 'Target database is not up to date.') as an error the
+    user can act on, not an unexpected CommandError."""
+    from alembic.util import CommandError
+
+    try:
+        yield
+    except CommandError as exc:
+        raise DynoctlError(f"{what}: {exc}", hint="see 'dynoctl migrate status'") from None
 

@@ -34,6 +34,7 @@ DEFAULT_PG_USER = "dynoctl-pg"
 DATA_DIRNAME = "data"  # the cluster, under a Cluster's root
 LOG_FILENAME = "postgres.log"
 SETTINGS_FILE = "dynoctl.conf"
+STAGING_PREFIX = ".initdb-"  # a cluster being created, renamed to data/ when complete
 
 
 @dataclass(frozen=True)
@@ -216,20 +217,41 @@ class Cluster:
 
     # -- lifecycle ---------------------------------------------------------
     def init(self, superuser: str, password: str) -> None:
-        """initdb with password authentication for TCP (the only way in)."""
+        """initdb with password authentication for TCP (the only way in).
+
+        Atomic: the cluster is made in a staging directory beside ``data/``, completed
+        there (dynoctl's settings include, without which PostgreSQL would listen on
+        its default port and socket), and renamed into place last. An interruption at
+        any point (Ctrl-C, SIGTERM, kill -9) leaves no ``data/``, so the next call
+        starts again; its leftovers are removed here."""
         self._prepare_root()
+        self._remove_partial_inits()
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=STAGING_PREFIX))
+        self._chown(staging)
         with tempfile.NamedTemporaryFile("w", dir=self.root, prefix=".pw-", delete=False) as pwfile:
             os.chmod(pwfile.name, 0o600)
             pwfile.write(password + "\n")
         try:
             self._chown(Path(pwfile.name))
-            self._pg("initdb", "-D", self.datadir, "-U", superuser, f"--pwfile={pwfile.name}",
+            self._pg("initdb", "-D", staging, "-U", superuser, f"--pwfile={pwfile.name}",
                      "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8",
                      "--locale=C", timeout=180)
+            with open(staging / "postgresql.conf", "a") as conf:
+                conf.write(f"\ninclude_if_exists = '{SETTINGS_FILE}'\n")
+            # initdb does not record its directory's path in the cluster, so it can move.
+            os.rename(staging, self.datadir)
         finally:
             os.unlink(pwfile.name)
-        with open(self.datadir / "postgresql.conf", "a") as conf:
-            conf.write(f"\ninclude_if_exists = '{SETTINGS_FILE}'\n")
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _remove_partial_inits(self) -> None:
+        for leftover in self.root.glob(STAGING_PREFIX + "*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in self.root.glob(".pw-*"):
+            leftover.unlink(missing_ok=True)
+        # A data/ without PG_VERSION is an initdb of an older dynoctl that was cut short.
+        if self.datadir.exists() and not self.initialized and not self.pid():
+            shutil.rmtree(self.datadir, ignore_errors=True)
 
     def start(self, timeout: float = 60) -> bool:
         """Start the postmaster on host:port; False if it already runs."""
@@ -246,7 +268,32 @@ class Cluster:
                 f"PostgreSQL did not start: {self.last_log_line() or exc.message}",
                 hint=f"see {self.logfile}",
             ) from exc
+        except BaseException:  # interrupted: pg_ctl is gone, the postmaster it launched may not be
+            self._stop_launched()
+            raise
         return True
+
+    def _stop_launched(self, grace: float = 5) -> None:
+        """Stop a postmaster whose start was interrupted, once it has written its pid
+        file (it runs detached, so it outlives the pg_ctl that launched it)."""
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if self.pid():
+                self.stop()
+                return
+            if not self._launching():
+                return
+            time.sleep(0.1)
+
+    def _launching(self) -> bool:
+        target = str(self.datadir)
+        for p in psutil.process_iter(["name", "cmdline"]):
+            try:
+                if "postgres" in (p.info["name"] or "") and target in (p.info["cmdline"] or []):
+                    return True
+            except psutil.Error:
+                continue
+        return False
 
     def stop(self, timeout: float = 60) -> bool:
         if not self.pid():

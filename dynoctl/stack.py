@@ -7,10 +7,12 @@ second ``up`` changes nothing. The server is only judged ready by its own /ready
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from dynoctl import migrations
 from dynoctl.db import address
@@ -30,6 +32,8 @@ class UpResult:
     migrations: migrations.MigrationResult | None
     urls: dict[str, str]
     warnings: list[str] = field(default_factory=list)
+    pending: list[migrations.Revision] = field(default_factory=list)  # left unapplied (--no-migrate)
+    env_files_created: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class DownResult:
     stopped: list[str]
     already_stopped: list[str]
     data_removed: list[str]
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -53,22 +58,34 @@ class StackStatus:
     services: list[ServiceStatus]
     schema: migrations.MigrationStatus | None
     schema_error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RestartResult:
+    runtime: str
+    restarted: list[str]
 
 
 def up(runtime: Runtime, migrations_dir: Path, *, build: bool = False, migrate: bool = True,
        timeout: float = 120, progress: Progress = lambda _: None) -> UpResult:
-    """Start what is not running; on failure, stop again what this call started, so a
-    failed ``up`` leaves the stack as it found it (logs stay for the post-mortem)."""
+    """Start what is not running; on failure or interruption (KeyboardInterrupt, which
+    the CLI also raises on SIGTERM), stop again every service that was not running
+    before, including one caught half-way through its start, so a failed ``up``
+    leaves the stack as it found it (logs stay for the post-mortem)."""
     deadline = time.monotonic() + timeout
+    runtime.check(list(SERVICES))  # refuse before starting anything
+    running_before = {s.service for s in runtime.status() if s.state == "running"}
     started: list[str] = []
     try:
         return _up(runtime, migrations_dir, build, migrate, deadline, progress, started)
     except BaseException:
-        for service in reversed(started):
-            try:
-                runtime.stop(service)
-            except DynoctlError:
-                pass  # the original error is the one to report
+        for service in reversed(SERVICES):
+            if service not in running_before:
+                try:
+                    runtime.stop(service)
+                except DynoctlError:
+                    pass  # the original error is the one to report
         raise
 
 
@@ -77,7 +94,7 @@ def _up(runtime, migrations_dir, build, migrate, deadline, progress, started) ->
     progress("starting the database")
     if runtime.start("db", build=build, timeout=_left(deadline)):
         started.append("db")
-    applied = None
+    applied, pending = None, []
     url = runtime.database_url()
     if migrate:
         progress("applying migrations")
@@ -93,7 +110,7 @@ def _up(runtime, migrations_dir, build, migrate, deadline, progress, started) ->
     progress("waiting for the API server to be ready")
     wait_for_server(runtime, deadline, need_ready=migrate)
     return UpResult(runtime.name, list(started), [s for s in SERVICES if s not in started], applied,
-                    {"api": runtime.api_url(), "database": address(url)}, warnings)
+                    {"api": runtime.api_url(), "database": address(url)}, warnings, pending)
 
 
 def wait_for_server(runtime: Runtime, deadline: float, need_ready: bool = True) -> None:
@@ -106,7 +123,7 @@ def wait_for_server(runtime: Runtime, deadline: float, need_ready: bool = True) 
         if probe.health in wanted:
             return
         state = _service(runtime, "server").state
-        if state in ("stopped", "exited"):
+        if state in ("stopped", "exited", "crashed"):
             raise _not_ready(runtime, "the API server exited during start-up")
         if time.monotonic() > deadline:
             raise _not_ready(runtime, f"the API server did not become ready in time ({probe.reason or probe.health})")
@@ -127,31 +144,36 @@ def plan_down(runtime: Runtime, remove_data: bool) -> DownPlan:
 def down(runtime: Runtime, remove_data: bool = False, timeout: float = 30) -> DownResult:
     stopped = [s for s in reversed(SERVICES) if runtime.stop(s, timeout=timeout)]
     removed = runtime.remove_data() if remove_data else []
-    return DownResult(runtime.name, stopped, [s for s in SERVICES if s not in stopped], removed)
+    return DownResult(runtime.name, stopped, [s for s in SERVICES if s not in stopped], removed,
+                      list(runtime.warnings))
 
 
-def restart(runtime: Runtime, services: list[str], timeout: float = 120) -> list[str]:
-    """Stop then start the given services (dependents first on the way down)."""
+def restart(runtime: Runtime, services: list[str], timeout: float = 120) -> RestartResult:
+    """Stop then start the given services (dependents first on the way down), then wait
+    until the server is ready. Everything a start needs is checked first: a refused
+    restart stops nothing."""
     deadline = time.monotonic() + timeout
+    runtime.check(services)
     for service in reversed(SERVICES):
         if service in services:
             runtime.stop(service, timeout=_left(deadline))
     for service in SERVICES:
         if service in services:
             runtime.start(service, timeout=_left(deadline))
-    if "server" in services:
-        wait_for_server(runtime, deadline, need_ready=False)
-    return services
+    if "server" in services or _service(runtime, "server").state == "running":
+        wait_for_server(runtime, deadline)
+    return RestartResult(runtime.name, services)
 
 
 def status(runtime: Runtime, migrations_dir: Path) -> StackStatus:
     services = runtime.status()
     if _find(services, "db").state != "running":
-        return StackStatus(runtime.name, services, None, "database not running")
+        return StackStatus(runtime.name, services, None, "database not running", list(runtime.warnings))
     try:
-        return StackStatus(runtime.name, services, migrations.status(runtime.database_url(), migrations_dir))
+        schema = migrations.status(runtime.database_url(), migrations_dir)
+        return StackStatus(runtime.name, services, schema, None, list(runtime.warnings))
     except DynoctlError as exc:
-        return StackStatus(runtime.name, services, None, exc.message)
+        return StackStatus(runtime.name, services, None, exc.message, list(runtime.warnings))
 
 
 def _service(runtime: Runtime, name: str) -> ServiceStatus:
@@ -165,3 +187,39 @@ def _find(services: list[ServiceStatus], name: str) -> ServiceStatus:
 def _left(deadline: float) -> float:
     return max(1.0, deadline - time.monotonic())
 
+
+
+# -------------------------------------------------------------------------- logs
+_STAMP = re.compile(r"(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)(?:[.,](\d{1,6}))?\s*(UTC|Z|[+-]\d\d:?\d\d)?")
+
+
+def line_time(line: str) -> datetime | None:
+    """The time a log line starts with (PostgreSQL's '%m' prefix, the server's text or
+    JSON lines, the supervisor's): the first timestamp in its first 80 characters.
+    Without a zone it is local time, as Python's logging writes it."""
+    match = _STAMP.search(line[:80])
+    if not match:
+        return None
+    day, clock, fraction, zone = match.groups()
+    text = f"{day}T{clock}.{(fraction or '0').ljust(6, '0')}"
+    if zone in ("UTC", "Z"):
+        return datetime.fromisoformat(text + "+00:00")
+    if zone:
+        return datetime.fromisoformat(text + (zone if ":" in zone else f"{zone[:3]}:{zone[3:]}"))
+    return datetime.fromisoformat(text).astimezone()
+
+
+def interleaved_logs(runtime: Runtime, services: list[str], tail: int | None) -> Iterator[dict]:
+    """Every service's last lines merged into one stream by time. A line without a
+    timestamp (a traceback's continuation) keeps its place after the line before it."""
+    import heapq
+
+    def stamped(service: str):
+        last = datetime.min.replace(tzinfo=timezone.utc)
+        for line in runtime.logs(service, tail=tail):
+            last = line_time(line) or last
+            yield last, service, line
+
+    streams = [list(stamped(service)) for service in services]
+    for _time, service, line in heapq.merge(*streams, key=lambda item: item[0]):
+        yield {"service": service, "line": line}

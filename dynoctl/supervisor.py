@@ -10,6 +10,7 @@ secrets included, is inherited: never argv.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ MAX_QUICK_CRASHES = 3
 
 
 def say(message: str) -> None:
-    print(f"[supervisor {time.strftime('%Y-%m-%dT%H:%M:%S')}] {message}", flush=True)
+    print(f"[supervisor {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}] {message}", flush=True)
 
 
 class Supervisor:
@@ -58,6 +59,7 @@ class Supervisor:
             quick_crashes = quick_crashes + 1 if ran < QUICK_CRASH_SECONDS else 0
             if quick_crashes >= MAX_QUICK_CRASHES:
                 say(f"server exited with status {code} {quick_crashes} times in a row right after start; giving up")
+                write_gave_up(self.child_pidfile, quick_crashes, code)
                 self.child_pidfile.unlink(missing_ok=True)
                 return 1
             delay = 2 ** quick_crashes
@@ -66,6 +68,25 @@ class Supervisor:
         self.child_pidfile.unlink(missing_ok=True)
         say("stopped")
         return 0
+
+
+def state_file(child_pidfile: Path) -> Path:
+    """Where a supervisor that gave up says so, for 'dynoctl status' (run/server.state)."""
+    return child_pidfile.with_suffix(".state")
+
+
+def write_gave_up(child_pidfile: Path, crashes: int, last_exit: int) -> None:
+    record = {"crashes": crashes, "last_exit": last_exit, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    tmp = state_file(child_pidfile).with_name(".server.state.tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(state_file(child_pidfile))
+
+
+def read_gave_up(child_pidfile: Path) -> dict | None:
+    try:
+        return json.loads(state_file(child_pidfile).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def main(args: list[str]) -> int:

@@ -25,3 +25,17 @@ def exclusive(app_ctx: AppContext) -> Iterator[None]:
     with project_lock(app_ctx.settings.layout.state_dir, command_line(), wait=app_ctx.settings.lock_wait,
                       on_wait=app_ctx.out.info):
         yield
+
+
+def require_project(app_ctx: AppContext) -> None:
+    """Commands that work on an existing project say so outside one, rather than
+    treating any directory as a (stray) project."""
+    from dynoctl.config import is_project
+    from dynoctl.errors import ConfigError
+
+    project = app_ctx.settings.project_dir
+    if not is_project(project):
+        raise ConfigError(
+            f"{project} is not a Dyno project (no stack/compose.yml, .dyno/ or env/ here or above)",
+            hint="cd into your project or pass --project-dir; to make this directory one, run 'dynoctl up' "
+                 "(or 'dynoctl env init')")

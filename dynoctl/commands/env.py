@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dynoctl.commands import app_context
+from dynoctl.commands import app_context, exclusive, require_project
 from dynoctl.errors import ConfigError
 from dynoctl.output import table
 
@@ -20,10 +20,18 @@ def init(
 
     Existing files are kept unless --force. Files are written atomically with mode
     0600. Secret values are never printed."""
+    from contextlib import nullcontext
+
     from dynoctl import envfiles
 
     app_ctx = app_context(ctx)
-    results = envfiles.init_env_files(app_ctx.settings.layout, force=force)
+    # Replacing files changes the stack's configuration: hold the lock like up/down.
+    with exclusive(app_ctx) if force else nullcontext():
+        results = envfiles.init_env_files(app_ctx.settings.layout, force=force)
+    app_ctx.settings.layout.state_dir.mkdir(mode=0o711, exist_ok=True)  # marks the project
+    if any(r.action == "replaced" for r in results) and _server_running(app_ctx):
+        app_ctx.out.warn("the running server keeps its old settings and secrets until restarted: "
+                         "run 'dynoctl restart server'")
     app_ctx.out.result(results, lambda rs: table(
         [{"file": str(r.file), "action": r.action, "backup": r.backup,
           "secrets": ", ".join(r.secrets_generated) or None} for r in rs],
@@ -40,12 +48,23 @@ def check(ctx: typer.Context) -> None:
     from dynoctl import envfiles
 
     app_ctx = app_context(ctx)
+    require_project(app_ctx)
+    _warn_ignored(app_ctx)
     report = envfiles.check_env_files(app_ctx.settings.layout)
     app_ctx.out.result(
         {"ok": report.ok, "files": report.files, "problems": report.problems}, lambda _: _problems_table(report))
     if not report.ok:
         errors = sum(p.severity == "error" for p in report.problems)
         raise ConfigError(f"env check found {errors} error(s)", hint="fix them, or run 'dynoctl env init' for missing files")
+
+
+def _server_running(app_ctx) -> bool:
+    from dynoctl.errors import DynoctlError
+
+    try:
+        return any(s.service == "server" and s.state == "running" for s in app_ctx.runtime.status())
+    except DynoctlError:
+        return False
 
 
 def _problems_table(report):
@@ -61,5 +80,16 @@ def show(ctx: typer.Context) -> None:
     from dynoctl import envfiles
 
     app_ctx = app_context(ctx)
+    require_project(app_ctx)
+    _warn_ignored(app_ctx)
     values = envfiles.show_config(app_ctx.settings.layout, app_ctx.settings.environ)
     app_ctx.out.result(values, lambda vs: table([vars(v) for v in vs], ["file", "key", "value", "source"]))
+
+
+def _warn_ignored(app_ctx) -> None:
+    from dynoctl import envfiles
+
+    ignored = envfiles.ignored_environment(app_ctx.settings.layout, app_ctx.settings.environ)
+    if ignored:
+        app_ctx.out.warn(f"{', '.join(ignored)} set in the environment: ignored, the env files alone configure "
+                         "the stack (edit them, then 'dynoctl restart')")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from dynoctl.commands import app_context
+from dynoctl.commands import app_context, exclusive, require_project
 from dynoctl.commands.confirm import confirm_or_refuse
 from dynoctl.output import table
 
@@ -16,6 +16,7 @@ app = typer.Typer(help="Apply, revert and inspect schema migrations (bare 'migra
 @app.callback()
 def migrate(ctx: typer.Context) -> None:
     """Apply, revert and inspect schema migrations. Without a subcommand: upgrade to head."""
+    require_project(app_context(ctx))
     if ctx.invoked_subcommand is None:
         up(ctx, "head")
 
@@ -26,8 +27,8 @@ def up(ctx: typer.Context, revision: str = typer.Argument("head", help="Target r
     from dynoctl import migrations
 
     app_ctx = app_context(ctx)
-    url = app_ctx.runtime.database_url()
-    with app_ctx.out.progress("applying migrations"):
+    with exclusive(app_ctx), app_ctx.out.progress("applying migrations"):
+        url = app_ctx.runtime.database_url()
         result = migrations.upgrade(url, app_ctx.settings.layout.migrations_dir, revision)
     app_ctx.out.result(result, _render_result)
 
@@ -43,16 +44,20 @@ def down(
     can drop tables and the data in them."""
     from dynoctl import migrations
 
+    from dataclasses import asdict
+
     app_ctx = app_context(ctx)
     url, migrations_dir = app_ctx.runtime.database_url(), app_ctx.settings.layout.migrations_dir
     plan = migrations.plan_downgrade(url, migrations_dir, revision)
     if dry_run or not plan.revisions:
-        app_ctx.out.result(plan, _render_result)
+        app_ctx.out.result({**asdict(plan), "dry_run": dry_run}, _render_plan if dry_run else _render_result)
         return
-    app_ctx.out.info("this will revert:\n" + "\n".join(f"  {r.revision}  {r.message}" for r in plan.revisions))
-    confirm_or_refuse(app_ctx, f"revert {len(plan.revisions)} migration(s)?", yes)
-    result = migrations.downgrade(url, migrations_dir, revision)
-    app_ctx.out.result(result, _render_result)
+    with exclusive(app_ctx):
+        plan = migrations.plan_downgrade(url, migrations_dir, revision)  # again, under the lock
+        app_ctx.out.info("this will revert:\n" + "\n".join(f"  {r.revision}  {r.message}" for r in plan.revisions))
+        confirm_or_refuse(app_ctx, f"revert {len(plan.revisions)} migration(s)?", yes)
+        result = migrations.downgrade(url, migrations_dir, revision)
+    app_ctx.out.result({**asdict(result), "dry_run": False}, _render_result)
 
 
 @app.command("status")
@@ -83,18 +88,35 @@ def new(
     message: str = typer.Option(..., "--message", "-m", help="What the migration does."),
     autogenerate: bool = typer.Option(False, "--autogenerate", help="Diff the models against the running database."),
 ) -> None:
-    """Write a new revision script in migrations/versions."""
+    """Write a new revision script in the project's migrations/versions (a project
+    using the bundled stack first gets its own copy of the migrations)."""
     from dynoctl import migrations
 
     app_ctx = app_context(ctx)
-    url = app_ctx.runtime.database_url() if autogenerate else None
-    path = migrations.new_revision(app_ctx.settings.layout.migrations_dir, message, autogenerate, url)
+    settings = app_ctx.settings
+    with exclusive(app_ctx):
+        directory = migrations.project_copy(settings.layout.migrations_dir, settings.project_dir)
+        if directory != settings.layout.migrations_dir:
+            app_ctx.out.info(f"copied the bundled migrations to {directory}: the project's own from now on")
+        url = app_ctx.runtime.database_url() if autogenerate else None
+        path = migrations.new_revision(directory, message, autogenerate, url)
     app_ctx.out.result({"path": path}, lambda r: f"created {r['path']}")
 
 
 def _render_result(result) -> str:
-    verb = {"upgrade": "applied", "downgrade": "reverted"}[result.direction]
-    if not result.revisions:
-        return f"nothing to do: at {result.before or '(empty schema)'}"
-    listed = "\n".join(f"  {r.revision}  {r.message}" for r in result.revisions)
-    return f"{verb} {len(result.revisions)} migration(s), now at {result.after or '(empty schema)'}:\n{listed}"
+    from dynoctl.output import to_jsonable
+
+    r = to_jsonable(result)  # a MigrationResult, or its dict with dry_run
+    verb = {"upgrade": "applied", "downgrade": "reverted"}[r["direction"]]
+    if not r["revisions"]:
+        return f"nothing to do: at {r['before'] or '(empty schema)'}"
+    listed = "\n".join(f"  {x['revision']}  {x['message']}" for x in r["revisions"])
+    return f"{verb} {len(r['revisions'])} migration(s), now at {r['after'] or '(empty schema)'}:\n{listed}"
+
+
+def _render_plan(plan: dict) -> str:
+    if not plan["revisions"]:
+        return f"plan (dry run): nothing to revert, at {plan['before'] or '(empty schema)'}"
+    listed = "\n".join(f"  {x['revision']}  {x['message']}" for x in plan["revisions"])
+    return (f"plan (dry run): would revert {len(plan['revisions'])} migration(s) to "
+            f"{plan['after'] or '(empty schema)'}; nothing was changed:\n{listed}")

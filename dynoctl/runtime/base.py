@@ -19,7 +19,7 @@ from dynoctl.runtime import SERVICES, check_service  # noqa: F401  (re-exported 
 @dataclass(frozen=True)
 class ServiceStatus:
     service: str
-    state: str  # "running" | "stopped" | "starting" | "exited"
+    state: str  # "running" | "stopped" | "starting" | "exited" | "crashed" (its supervisor gave up)
     health: str | None  # "healthy" | "unhealthy" | "starting" | None (no check)
     address: str | None  # host:port reachable from this machine, e.g. "127.0.0.1:5433"
     started_at: datetime | None  # timezone-aware
@@ -28,6 +28,13 @@ class ServiceStatus:
 
 class Runtime(Protocol):
     name: str  # "local" | "docker"
+
+    warnings: list[str]  # what stop/status/logs had to work around (e.g. an invalid env file)
+
+    def check(self, services: list[str]) -> None:
+        """Check everything starting ``services`` needs (env file, compose file, images,
+        ports of what is not running) without changing anything; raise Refused/ConfigError.
+        restart and up call it before they stop or start anything."""
 
     def start(self, service: str, *, build: bool = False, timeout: float = 60) -> bool:
         """Start one service and wait until it accepts connections (db) or its process

@@ -148,6 +148,7 @@ class ComposeRuntime:
         self.layout = settings.layout
         self.project = (settings.get("COMPOSE_PROJECT_NAME") or DEFAULT_PROJECT).lower()
         self.keys_dir = self.layout.state_dir / "keys"
+        self.warnings: list[str] = []  # what stopping and inspecting had to work around
 
     @cached_property
     def client(self):
@@ -158,6 +159,22 @@ class ComposeRuntime:
         return find_compose()
 
     # -- Runtime protocol --------------------------------------------------
+    def check(self, services: list[str]) -> None:
+        """Before anything is stopped or started: the env file, the compose file as
+        Compose reads it, the images of running services (a restart must be able to
+        recreate them without a registry), and the ports of what is not running."""
+        _ = self.server_env
+        config = self._compose_config()
+        for service in services:
+            running = self._container(service, running_only=True)
+            if running is None:
+                self._ensure_port_free(service)
+                continue
+            image = ((config.get("services") or {}).get(service) or {}).get("image")
+            if image and not self._image_present(image):
+                raise Refused(f"the {service} image {image} is not on this machine, so {service} could not be "
+                              "started again", hint="build or pull it first ('dynoctl up --build'), then retry")
+
     def start(self, service: str, *, build: bool = False, timeout: float = 60) -> bool:
         check_service(service)
         running = self._container(service, running_only=True)
@@ -181,23 +198,49 @@ class ComposeRuntime:
         a container that exists but does not run always means it exited by itself.
         The last one out also removes the project's network."""
         check_service(service)
-        if self._container(service) is None:
+        containers = self._containers(service)
+        if not containers:
             return False
-        # `rm --stop` has no timeout of its own, hence stop first.
-        self._run_compose(["stop", "--timeout", str(int(timeout)), service], timeout=timeout + COMPOSE_EXTRA_SECONDS)
-        self._run_compose(["rm", "--force", service], timeout=COMPOSE_EXTRA_SECONDS)
+        # Through the Engine API, not Compose: stopping must work whatever state the
+        # env file and compose file are in (Compose refuses to load a project whose
+        # env_file is missing).
+        import docker
+
+        for container in containers:
+            try:
+                container.stop(timeout=int(timeout))
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass  # already gone
         if not self._containers():
-            self._run_compose(["down"], timeout=COMPOSE_EXTRA_SECONDS)
+            self._remove_networks()
         return True
+
+    def _remove_networks(self) -> None:
+        import docker
+
+        for network in self.client.networks.list(filters={"label": f"{PROJECT_LABEL}={self.project}"}):
+            try:
+                network.remove()
+            except docker.errors.APIError:
+                pass  # in use by a container of another run, or already gone
 
     def data_locations(self) -> list[str]:
         return [f"docker volume {name}" for name in self._volume_names()]
 
     def remove_data(self) -> list[str]:
-        before = self.data_locations()
-        self._run_compose(["down", "--volumes", "--remove-orphans"], timeout=COMPOSE_EXTRA_SECONDS * 2)
-        after = set(self.data_locations())
-        return [location for location in before if location not in after]
+        import docker
+
+        for service in SERVICES:
+            self.stop(service)
+        removed = []
+        for volume in self.client.volumes.list(filters={"label": f"{PROJECT_LABEL}={self.project}"}):
+            try:
+                volume.remove(force=True)
+                removed.append(f"docker volume {volume.name}")
+            except docker.errors.NotFound:
+                pass
+        return sorted(removed)
 
     def status(self) -> list[ServiceStatus]:
         return [self._service_status(service) for service in SERVICES]
@@ -219,7 +262,7 @@ class ComposeRuntime:
         return _exec_streaming(self.client.api, container.id, argv, environment, stdin, stdout)
 
     def database_url(self, dbname: str | None = None) -> str:
-        parts = urlsplit(self.server_env["DATABASE_URL"])
+        parts = urlsplit(self.config["DATABASE_URL"])
         credentials = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else "postgres"
         path = f"/{dbname}" if dbname else parts.path
         query = f"?{parts.query}" if parts.query else ""
@@ -336,11 +379,42 @@ class ComposeRuntime:
         to load the project at all without it."""
         return envfiles.checked_values(self.layout, ENV_NAME, self.settings.environ)
 
+    @cached_property
+    def config(self) -> dict[str, str]:
+        """The same values for inspecting, whatever the env file's state (a warning
+        says what was wrong)."""
+        try:
+            return self.server_env
+        except DynoctlError as exc:
+            values, used = envfiles.lenient_values(self.layout, ENV_NAME)
+            self.warnings.append(f"{exc.message} (using {used})")
+            return values
+
+    def _compose_config(self) -> dict:
+        """The project as Compose reads it: a broken compose file, a missing env file or
+        a bad interpolation fail here, before anything changes."""
+        import json
+
+        try:
+            return json.loads(self._run_compose(["config", "--format", "json"], timeout=COMPOSE_EXTRA_SECONDS))
+        except _ComposeFailed as exc:
+            raise ConfigError(f"Compose cannot read {self.layout.compose_file}: {exc.last_line}",
+                              hint="fix the compose file or the env file it names", details=exc.lines) from None
+
+    def _image_present(self, image: str) -> bool:
+        import docker
+
+        try:
+            self.client.images.get(image)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+
     def _libpq_env(self) -> dict[str, str]:
         """Connection settings for client programs run in the db container (pg_dump,
         psql): its unix socket, the server's own credentials; the password in the
         environment, never argv."""
-        parts = urlsplit(self.server_env["DATABASE_URL"])
+        parts = urlsplit(self.config["DATABASE_URL"])
         return {"PGUSER": unquote(parts.username or "postgres"), "PGPASSWORD": unquote(parts.password or ""),
                 "PGDATABASE": parts.path.lstrip("/") or "postgres"}
 
@@ -356,6 +430,7 @@ class ComposeRuntime:
             "DYNO_ENV_DIR": str(self.layout.env_dir),
             "DYNO_KEYS_DIR": str(self.keys_dir),
             "DYNO_KEYS_GID": str(os.getgid()),
+            "DYNO_MIGRATIONS_DIR": str(self.layout.migrations_dir),
         }
 
     # -- lifecycle (Compose CLI) -------------------------------------------
@@ -389,7 +464,7 @@ class ComposeRuntime:
                            hint="its last log lines are shown above; fix the cause, then run 'dynoctl up' again",
                            details=details)
 
-    def _run_compose(self, args: list[str], *, timeout: float) -> None:
+    def _run_compose(self, args: list[str], *, timeout: float) -> str:
         _ = self.client  # the engine first: its error is the one worth showing
         argv = [*self.compose.argv, "--project-name", self.project, "--file", str(self.layout.compose_file), *args]
         try:
@@ -399,6 +474,7 @@ class ComposeRuntime:
                               hint="see 'dynoctl logs'") from None
         if done.returncode != 0:
             raise _ComposeFailed(done.stderr + done.stdout)
+        return done.stdout
 
 
 class _ComposeFailed(DynoctlError):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 from urllib.parse import unquote, urlsplit
 
-from dynoctl import envfiles, pgcluster, pidfiles, proc
+from dynoctl import envfiles, pgcluster, pidfiles, proc, supervisor as supervisor_state
 from dynoctl.config import Settings
 from dynoctl.errors import DynoctlError
 from dynoctl.runtime.base import ServiceStatus, check_service
@@ -42,6 +42,7 @@ class LocalRuntime:
         self.server_log = self.state / "logs" / "server.log"
         self.server_pidfile = self.run_dir / "server.pid"
         self.supervisor_pidfile = self.run_dir / "supervisor.pid"
+        self.warnings: list[str] = []  # what stopping and inspecting had to work around
 
     def has_live_process(self) -> bool:
         """Whether this project's local stack runs (cheap: pid files only, no env file)."""
@@ -51,20 +52,37 @@ class LocalRuntime:
     # -- configuration -----------------------------------------------------
     @cached_property
     def server_env(self) -> dict[str, str]:
-        """The server's environment: server.local.env (checked) over its template's defaults."""
+        """The server's environment: server.local.env (checked) over its template's
+        defaults. What a start uses: a bad env file refuses before anything starts."""
         return envfiles.checked_values(self.layout, ENV_NAME, self.settings.environ)
 
     @cached_property
+    def config(self) -> dict[str, str]:
+        """The same values for stopping and inspecting, which must work whatever state
+        the env file is in: on a problem, what can be read of it (else the template's
+        defaults), with a warning in ``warnings``."""
+        try:
+            return self.server_env
+        except DynoctlError as exc:
+            values, used = envfiles.lenient_values(self.layout, ENV_NAME)
+            self.warnings.append(f"{exc.message} (using {used})")
+            return values
+
+    @cached_property
     def db_url_parts(self):
-        return urlsplit(self.server_env["DATABASE_URL"])
+        return urlsplit(self.config["DATABASE_URL"])
 
     @property
     def db_port(self) -> int:
-        return self.db_url_parts.port or 5432
+        try:
+            return self.db_url_parts.port or 5432
+        except ValueError:
+            return 5432
 
     @property
     def api_port(self) -> int:
-        return int(self.server_env["PORT"])
+        value = self.config.get("PORT", "")
+        return int(value) if value.isdigit() else 8000
 
     @cached_property
     def cluster(self) -> pgcluster.Cluster:
@@ -72,8 +90,18 @@ class LocalRuntime:
         return pgcluster.Cluster(self.pg_root, self.db_port, binaries, run_as, HOST)
 
     # -- Runtime protocol --------------------------------------------------
+    def check(self, services: list[str]) -> None:
+        """Everything starting ``services`` needs, checked before anything is stopped or
+        started: the env file, PostgreSQL's binaries, the ports of what is not running."""
+        _ = self.server_env, self.cluster
+        if "db" in services and not self.cluster.pid():
+            pgcluster.ensure_port_free(self.db_port, "PostgreSQL", HOST)
+        if "server" in services and not self._server_processes():
+            pgcluster.ensure_port_free(self.api_port, "the API server", HOST)
+
     def start(self, service: str, *, build: bool = False, timeout: float = 60) -> bool:
         check_service(service)
+        _ = self.server_env  # refuses on a bad env file, before anything starts
         return self._start_db(timeout) if service == "db" else self._start_server()
 
     def stop(self, service: str, *, timeout: float = 30) -> bool:
@@ -111,7 +139,7 @@ class LocalRuntime:
             env = {**self._libpq_env(), **(env or {})}
         else:
             argv = [sys.executable if argv[0] in ("python", "python3") else argv[0], *argv[1:]]
-            env = {**self.server_env, **(env or {})}
+            env = {**self._server_environment(), **(env or {})}
         child = proc.spawn(argv, env=env, cwd=self.settings.project_dir, stdin=stdin or None,
                            stdout=stdout or None)
         return child.wait()
@@ -182,9 +210,10 @@ class LocalRuntime:
     def _start_server(self) -> bool:
         if pidfiles.live_process(self.supervisor_pidfile):
             return False
-        env = self.server_env  # validates the env file before anything starts
+        env = self._server_environment()  # validates the env file before anything starts
         pgcluster.ensure_port_free(self.api_port, "the API server", HOST)
         self._make_state_dirs()
+        supervisor_state.state_file(self.server_pidfile).unlink(missing_ok=True)
         argv = [sys.executable, "-m", "dynoserver", "--host", HOST, "--port", str(self.api_port),
                 "--no-server-header"]
         with open(self.server_log, "ab") as log:
@@ -195,8 +224,8 @@ class LocalRuntime:
         return True
 
     def _stop_server(self, timeout: float) -> bool:
-        supervisor = pidfiles.live_process(self.supervisor_pidfile)
-        server = pidfiles.live_process(self.server_pidfile)
+        supervisor_state.state_file(self.server_pidfile).unlink(missing_ok=True)
+        supervisor, server = self._server_processes()
         if supervisor is None and server is None:
             return False
         import psutil
@@ -211,15 +240,34 @@ class LocalRuntime:
         self.server_pidfile.unlink(missing_ok=True)
         return True
 
+    def _server_environment(self) -> dict[str, str]:
+        # MIGRATIONS_DIR: the scripts whose head the server's /ready expects.
+        return {**self.server_env, "MIGRATIONS_DIR": str(self.layout.migrations_dir)}
+
+    def _server_processes(self):
+        """(supervisor, server) processes, None for each that does not run."""
+        return pidfiles.live_process(self.supervisor_pidfile), pidfiles.live_process(self.server_pidfile)
+
     def _server_status(self) -> ServiceStatus:
-        supervisor = pidfiles.live_process(self.supervisor_pidfile)
-        server = pidfiles.live_process(self.server_pidfile)
+        had_supervisor = self.supervisor_pidfile.exists()
+        supervisor, server = self._server_processes()
         if supervisor is None and server is None:
+            gave_up = supervisor_state.read_gave_up(self.server_pidfile)
+            if gave_up:
+                return ServiceStatus("server", "crashed", None, None, None,
+                                     f"exited {gave_up.get('crashes')} times in a row right after start, last exit "
+                                     f"status {gave_up.get('last_exit')}; the supervisor gave up at {gave_up.get('at')}")
+            if had_supervisor:
+                return ServiceStatus("server", "exited", None, None, None,
+                                     "the server and its supervisor died without being stopped")
             return ServiceStatus("server", "stopped", None, None, None)
         if server is None:  # the supervisor is between restarts
             return ServiceStatus("server", "starting", None, None, None, f"supervisor pid {supervisor.pid}")
+        detail = f"pid {server.pid}"
+        if supervisor is None:
+            detail += "; its supervisor is gone, so a crash would not be restarted ('dynoctl restart server')"
         return ServiceStatus("server", "running", probe_server(self.api_url()).health,
-                             f"{HOST}:{self.api_port}", _timestamp(server.create_time()), f"pid {server.pid}")
+                             f"{HOST}:{self.api_port}", _timestamp(server.create_time()), detail)
 
     def _make_state_dirs(self) -> None:
         # .dyno may be entered but not listed by others: PostgreSQL's own account must
@@ -229,10 +277,7 @@ class LocalRuntime:
             private.mkdir(mode=0o700, exist_ok=True)
 
     def _assets_dir(self) -> Path:
-        try:
-            value = self.server_env.get("ASSETS_DIR", ".dyno/assets")
-        except DynoctlError:
-            value = ".dyno/assets"
+        value = self.config.get("ASSETS_DIR") or ".dyno/assets"
         return (self.settings.project_dir / value).resolve()
 
 

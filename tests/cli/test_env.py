@@ -168,7 +168,9 @@ def test_show_redacts_and_names_sources(dynoctl, project):
     assert rows[("server.local.env", "JWT_ACCESS_TOKEN_SECRET")]["value"] == "********"
     assert rows[("server.local.env", "DATABASE_URL")]["value"] == "postgresql://postgres:****@127.0.0.1:5433/pm_app"
     assert rows[("server.local.env", "MAX_UPLOAD_BYTES")]["source"] == "default"
-    assert rows[("server.local.env", "STATUS")] == {**rows[("server.local.env", "STATUS")],
-                                                   "value": "production", "source": "environment"}
-    assert rows[("server.docker.env", "STATUS")]["source"] == "file"  # docker takes the file as it is
+    # The env file is the one source: a variable of the same name is ignored, and said so.
+    assert rows[("server.local.env", "STATUS")]["source"] == "file"
+    assert rows[("server.local.env", "STATUS")]["value"] != "production"
+    assert rows[("server.docker.env", "STATUS")]["source"] == "file"
+    assert "STATUS" in result.stderr and "ignored" in result.stderr
     assert "hunter2" not in result.stdout + result.stderr
