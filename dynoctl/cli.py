@@ -60,6 +60,25 @@ def hoist_global_options(args: list[str]) -> list[str]:
     return head + moved + kept
 
 
+def command_words(args: list[str]) -> str:
+    """'dynoctl migrate new' for the args as hoisted: the subcommand words, up to the
+    first option (whose values, a message or a path, are not for others to read)."""
+    words = []
+    rest = list(args)
+    while rest and rest[0].startswith("-"):  # the global options, all in front now
+        token = rest.pop(0)
+        if token in GLOBAL_VALUE_OPTIONS and rest:
+            rest.pop(0)
+    for token in rest:
+        if token.startswith("-"):
+            break
+        words.append(token)
+    return " ".join(["dynoctl", *words[:3]])
+
+
+_command = "dynoctl"
+
+
 def _interrupt_on_sigterm(signum, frame):
     # SIGTERM is handled like Ctrl-C: whatever the command started is cleaned up
     # (dynoctl.stack.up stops what it started), then exit 130 'interrupted'.
@@ -68,9 +87,10 @@ def _interrupt_on_sigterm(signum, frame):
 
 class DynoGroup(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        global _current
+        global _current, _command
         _current = None  # set again by the root callback of this invocation
         args = hoist_global_options(list(sys.argv[1:] if args is None else args))
+        _command = command_words(args)
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
         status = run_guarded(lambda: super(DynoGroup, self).main(
@@ -173,7 +193,7 @@ def root(
         color=not no_color,
         lock_wait=wait,
     )
-    _current = ctx.obj = AppContext(settings, Output(json_, verbosity, not no_color))
+    _current = ctx.obj = AppContext(settings, Output(json_, verbosity, not no_color), _command)
     if verbose or debug:  # logging costs start-up time; unconfigured, it still shows warnings
         import logging
 

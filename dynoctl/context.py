@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 class AppContext:
     settings: Settings
     out: Output
+    command: str = "dynoctl"  # how locks and history name this run: 'dynoctl migrate new', no option values
     _runtime: Runtime | None = field(default=None, repr=False)
 
     @property

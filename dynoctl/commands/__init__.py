@@ -20,9 +20,9 @@ def app_context(ctx: typer.Context) -> AppContext:
 @contextmanager
 def exclusive(app_ctx: AppContext) -> Iterator[None]:
     """Hold the project lock (dynoctl.lock) around a command that changes the stack."""
-    from dynoctl.lock import command_line, project_lock
+    from dynoctl.lock import project_lock
 
-    with project_lock(app_ctx.settings.layout.state_dir, command_line(), wait=app_ctx.settings.lock_wait,
+    with project_lock(app_ctx.settings.layout.state_dir, app_ctx.command, wait=app_ctx.settings.lock_wait,
                       on_wait=app_ctx.out.info):
         yield
 

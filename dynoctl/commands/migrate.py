@@ -48,12 +48,15 @@ def down(
 
     app_ctx = app_context(ctx)
     url, migrations_dir = app_ctx.runtime.database_url(), app_ctx.settings.layout.migrations_dir
-    plan = migrations.plan_downgrade(url, migrations_dir, revision)
-    if dry_run or not plan.revisions:
-        app_ctx.out.result({**asdict(plan), "dry_run": dry_run}, _render_plan if dry_run else _render_result)
+    if dry_run:
+        plan = migrations.plan_downgrade(url, migrations_dir, revision)
+        app_ctx.out.result({**asdict(plan), "dry_run": True}, _render_plan)
         return
     with exclusive(app_ctx):
-        plan = migrations.plan_downgrade(url, migrations_dir, revision)  # again, under the lock
+        plan = migrations.plan_downgrade(url, migrations_dir, revision)
+        if not plan.revisions:
+            app_ctx.out.result({**asdict(plan), "dry_run": False}, _render_result)
+            return
         app_ctx.out.info("this will revert:\n" + "\n".join(f"  {r.revision}  {r.message}" for r in plan.revisions))
         confirm_or_refuse(app_ctx, f"revert {len(plan.revisions)} migration(s)?", yes)
         result = migrations.downgrade(url, migrations_dir, revision)
