@@ -110,6 +110,8 @@ def run_guarded(invoke) -> int:
     """Run the command; map every outcome to a documented exit status."""
     try:
         rv = invoke()
+        if rv == ExitStatus.INTERRUPTED:  # Typer turns Ctrl-C into Exit(130), click into a return value
+            _out().error("interrupted")
         return rv if isinstance(rv, int) else ExitStatus.OK
     except DynoctlError as exc:
         _out().error(exc.message, exc.hint, exc.details)
