@@ -83,7 +83,20 @@ def _connect(environ: Mapping[str, str] | None, timeout: float | None):
         return client
     except (docker.errors.DockerException, requests.RequestException) as exc:
         where = (environ if environ is not None else process_environment()).get("DOCKER_HOST", "the default socket")
-        raise Unreachable(f"no Docker engine answers at {where}: {_first_line(exc)}", hint=ENGINE_HINT) from None
+        raise Unreachable(f"no Docker engine answers at {where} ({_engine_reason(exc)})", hint=ENGINE_HINT) from None
+
+
+def _engine_reason(exc: BaseException) -> str:
+    """The SDK's exception as a few words: it nests urllib3's and the OS's."""
+    text = str(exc)
+    for marker, reason in (("FileNotFoundError", "no socket there"), ("No such file", "no socket there"),
+                           ("Permission denied", "permission denied: add yourself to the docker group"),
+                           ("PermissionError", "permission denied: add yourself to the docker group"),
+                           ("Connection refused", "connection refused"), ("timed out", "timed out"),
+                           ("Name or service not known", "unknown host")):
+        if marker in text:
+            return reason
+    return _first_line(exc)[:120]
 
 
 # ------------------------------------------------------------------ the Compose CLI
