@@ -341,6 +341,10 @@ class ComposeRuntime:
             return ServiceStatus(service, "stopped", None, None, None)
         state = _state(container)
         if state != "running":
+            restarts = container.attrs.get("RestartCount") or 0
+            if state == "exited" and restarts:  # the restart policy gave up, as the local supervisor does
+                return ServiceStatus(service, "crashed", None, None, None,
+                                     f"{_exit_detail(container)}; restarted {restarts} times, then given up")
             return ServiceStatus(service, state, None, None, None, _exit_detail(container))
         address = self._published(container, service)
         return ServiceStatus(service, "running", self._health(service, container, address), address,

@@ -7,7 +7,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -48,12 +53,21 @@ def docker_stack():
     assert run("env", "init").exit_code == 0
     api_port, db_port = free_port(), free_port()
     run.env = {"DYNO_RUNTIME": "docker", "DYNO_API_PORT": str(api_port), "DYNO_DB_PORT": str(db_port),
-               "COMPOSE_PROJECT_NAME": f"dynotest{api_port}"}
+               "COMPOSE_PROJECT_NAME": f"dynotest{api_port}",
+               # An image of this run's own: others building dyno-server:latest at the
+               # same time on this engine must not swap the code under test.
+               "DYNO_SERVER_IMAGE": f"dyno-server:test{api_port}"}
     run.api = f"http://127.0.0.1:{api_port}"
     run.db_port = db_port
     yield run
     run("down", "--volumes", "--yes", env=run.env)
     shutil.rmtree(project, ignore_errors=True)
+    import docker
+
+    try:
+        docker.from_env().images.remove(run.env["DYNO_SERVER_IMAGE"])
+    except docker.errors.DockerException:
+        pass  # never built (a test failed first), or still in use
 
 
 def docker_json(run, *args):
@@ -133,3 +147,78 @@ def test_docker_server_crashing_on_start_fails_up_with_its_log(docker_stack):
         assert {s["state"] for s in docker_json(run, "status")["services"]} == {"stopped"}
     finally:
         (keys / "jwt-keys.json").unlink()
+
+
+# ------------------------------------------------------------ faults (issue 7)
+def docker_cli(run, *args) -> list[str]:
+    return [sys.executable, "-m", "dynoctl", "--project-dir", str(run.project), *args]
+
+
+def test_docker_two_ups_at_once_one_is_busy(docker_stack):
+    run = docker_stack
+    env = {**os.environ, **run.env, "DYNO_JSON": ""}
+    docker_json(run, "up", "--build", "--timeout", "600")  # the image first: then two ups race to start
+    docker_json(run, "down")
+    ups = [subprocess.Popen(docker_cli(run, "up", "--timeout", "300"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in ups]
+    assert sorted(code for code, _ in results) == [0, ExitStatus.BUSY], results
+    assert "ambiguous" not in "".join(err for _, err in results)
+    with urllib.request.urlopen(f"{run.api}/ready", timeout=10) as response:
+        assert response.status == 200
+
+
+def test_docker_refusals_change_nothing_and_stop_and_inspect_always_work(docker_stack):
+    run = docker_stack
+    docker_json(run, "up", "--build", "--timeout", "600")
+    env_file = run.project / "stack" / "env" / "server.docker.env"
+    text = env_file.read_text()
+    before = {s["service"]: s["detail"] for s in docker_json(run, "status")["services"]}
+    env_file.write_text(text.replace("STATUS=development", "STATUS=staging").replace(
+        "STATUS=production", "STATUS=staging"))
+    try:
+        refused = run("restart", env=run.env)
+        assert refused.exit_code == ExitStatus.REFUSED, refused.stderr
+        status = run("--json", "status", env=run.env)
+        assert status.exit_code == 0 and "warning" in status.stderr
+        after = {s["service"]: (s["state"], s["detail"]) for s in json.loads(status.stdout)["services"]}
+        assert after == {name: ("running", detail) for name, detail in before.items()}  # same containers
+
+        env_file.unlink()  # missing: Compose could not even load the project
+        assert run("status", env=run.env).exit_code == 0
+        assert run("logs", "db", "--tail", "3", env=run.env).exit_code == 0
+        down = run("--json", "down", env=run.env)
+        assert down.exit_code == 0, down.stderr
+        assert set(json.loads(down.stdout)["stopped"]) == {"db", "server"}
+    finally:
+        env_file.write_text(text)
+        env_file.chmod(0o600)
+
+
+def test_docker_server_follows_new_migrations_and_restarts_after_a_crash(docker_stack):
+    run = docker_stack
+    docker_json(run, "up", "--build", "--timeout", "600")
+    created = docker_json(run, "migrate", "new", "-m", "docker follows")
+    try:
+        docker_json(run, "migrate")
+        ready = docker_json(run, "status")["services"][1]
+        assert ready["health"] == "healthy", ready  # judged against the project's scripts, mounted
+        import docker
+
+        client = docker.from_env()
+        project = run.env["COMPOSE_PROJECT_NAME"]
+        server = client.containers.list(filters={"label": [f"com.docker.compose.project={project}",
+                                                           "com.docker.compose.service=server"]})[0]
+        # A crash, not a stop: 'docker kill' counts as stopped by hand and is never restarted,
+        # so the process dies from outside the engine's knowledge.
+        os.kill(server.attrs["State"]["Pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while True:
+            server.reload()
+            if server.status == "running" and server.attrs.get("RestartCount", 0) >= 1:
+                break
+            assert time.monotonic() < deadline, server.status
+            time.sleep(1)
+    finally:
+        docker_json(run, "migrate", "down", "0001", "--yes")
+        Path(created["path"]).unlink()
