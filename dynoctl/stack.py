@@ -92,6 +92,7 @@ def _up(runtime, migrations_dir, build, migrate, deadline, progress, started) ->
     progress("starting the API server")
     if runtime.start("server", build=build, timeout=_left(deadline)):
         started.append("server")
+    warnings += getattr(runtime, "notices", [])
     progress("waiting for the API server to be ready")
     wait_for_server(runtime, deadline, need_ready=migrate)
     return UpResult(runtime.name, list(started), [s for s in SERVICES if s not in started], applied,
