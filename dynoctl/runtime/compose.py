@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import BinaryIO, Iterator, Mapping
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-from dynoctl import envfiles, proc
+from dynoctl import dbroles, envfiles, proc
 from dynoctl.config import Settings, process_environment
 from dynoctl.errors import ConfigError, DynoctlError, NotRunning, Refused, Unreachable
 from dynoctl.runtime.base import SERVICES, ServiceStatus, check_service
@@ -155,6 +155,7 @@ def _version_tuple(version: str) -> tuple[int, int]:
 # --------------------------------------------------------------------- the runtime
 class ComposeRuntime:
     name = "docker"
+    env_name = ENV_NAME
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -197,7 +198,7 @@ class ComposeRuntime:
             return False
         if running is None:
             self._ensure_port_free(service)
-        self._prepare_host_paths()
+        self._prepare_host_paths(service)
         try:
             self._compose_up(service, build=build, timeout=timeout)
         except DynoctlError:
@@ -275,11 +276,13 @@ class ComposeRuntime:
         return _exec_streaming(self.client.api, container.id, argv, environment, stdin, stdout)
 
     def database_url(self, dbname: str | None = None) -> str:
+        """The superuser's URL (dynoctl's own work); the server has its own login. Lenient
+        (status must work with a broken env file): see ``config``."""
         parts = urlsplit(self.config["DATABASE_URL"])
-        credentials = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else "postgres"
         path = f"/{dbname}" if dbname else parts.path
         query = f"?{parts.query}" if parts.query else ""
-        return f"postgresql://{credentials}@{self._address('db')}{path}{query}"
+        url = f"postgresql://{self._address('db')}{path}{query}"
+        return dbroles.with_credentials(url, *dbroles.superuser_credentials(self.config))
 
     def api_url(self) -> str:
         return f"http://{self._address('server')}"
@@ -397,11 +400,21 @@ class ComposeRuntime:
         return envfiles.checked_values(self.layout, ENV_NAME, self.settings.environ)
 
     @cached_property
+    def stack_env(self) -> dict[str, str]:
+        """What dynoctl itself needs (the superuser): checked, but a file whose server still
+        logs in as the superuser passes (``up`` moves it: dbroles.ensure_for_runtime)."""
+        return envfiles.checked_values(self.layout, ENV_NAME, self.settings.environ, database_only=True)
+
+    def forget_env(self) -> None:
+        for cached in ("server_env", "stack_env", "config"):
+            self.__dict__.pop(cached, None)
+
+    @cached_property
     def config(self) -> dict[str, str]:
         """The same values for inspecting, whatever the env file's state (a warning
         says what was wrong)."""
         try:
-            return self.server_env
+            return self.stack_env
         except DynoctlError as exc:
             values, used = envfiles.lenient_values(self.layout, ENV_NAME)
             self.warnings.append(f"{exc.message} (using {used})")
@@ -429,14 +442,15 @@ class ComposeRuntime:
 
     def _libpq_env(self) -> dict[str, str]:
         """Connection settings for client programs run in the db container (pg_dump,
-        psql): its unix socket, the server's own credentials; the password in the
+        psql): its unix socket, the superuser (dynoctl's own work); the password in the
         environment, never argv."""
+        user, password = dbroles.superuser_credentials(self.config)
         parts = urlsplit(self.config["DATABASE_URL"])
-        return {"PGUSER": unquote(parts.username or "postgres"), "PGPASSWORD": unquote(parts.password or ""),
-                "PGDATABASE": parts.path.lstrip("/") or "postgres"}
+        return {"PGUSER": user, "PGPASSWORD": password, "PGDATABASE": parts.path.lstrip("/") or "postgres"}
 
-    def _prepare_host_paths(self) -> None:
-        _ = self.server_env  # checked before Compose reads it
+    def _prepare_host_paths(self, service: str = "server") -> None:
+        # Checked before Compose reads it; the db starts before `up` moves a server off the superuser.
+        _ = self.server_env if service == "server" else self.stack_env
         # Created here, as the user running dynoctl: left to Docker, the bind mount's
         # source would be created by the engine, owned by root.
         if not self.keys_dir.exists():
