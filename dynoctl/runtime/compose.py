@@ -176,8 +176,9 @@ class ComposeRuntime:
     def check(self, services: list[str]) -> None:
         """Before anything is stopped or started: the env file, the compose file as
         Compose reads it, the images of running services (a restart must be able to
-        recreate them without a registry), and the ports of what is not running."""
-        _ = self.server_env
+        recreate them without a registry), and the ports of what is not running. The env
+        file is checked as the database needs it (see LocalRuntime.check)."""
+        _ = self.stack_env
         config = self._compose_config()
         for service in services:
             running = self._container(service, running_only=True)

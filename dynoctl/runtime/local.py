@@ -105,8 +105,10 @@ class LocalRuntime:
     # -- Runtime protocol --------------------------------------------------
     def check(self, services: list[str]) -> None:
         """Everything starting ``services`` needs, checked before anything is stopped or
-        started: the env file, PostgreSQL's binaries, the ports of what is not running."""
-        _ = self.server_env, self.cluster
+        started: the env file, PostgreSQL's binaries, the ports of what is not running.
+        The env file is checked as the database needs it: what ``up`` repairs (a server
+        still logging in as the superuser) is checked again when the server starts."""
+        _ = self.stack_env, self.cluster
         if "db" in services and not self.cluster.pid():
             pgcluster.ensure_port_free(self.db_port, "PostgreSQL", HOST)
         if "server" in services and not self._server_processes():
@@ -114,7 +116,7 @@ class LocalRuntime:
 
     def start(self, service: str, *, build: bool = False, timeout: float = 60) -> bool:
         check_service(service)
-        _ = self.server_env  # refuses on a bad env file, before anything starts
+        _ = self.server_env if service == "server" else self.stack_env  # a bad env file refuses here
         return self._start_db(timeout) if service == "db" else self._start_server()
 
     def stop(self, service: str, *, timeout: float = 30) -> bool:
