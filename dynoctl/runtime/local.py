@@ -96,7 +96,7 @@ class LocalRuntime:
         _ = self.server_env, self.cluster
         if "db" in services and not self.cluster.pid():
             pgcluster.ensure_port_free(self.db_port, "PostgreSQL", HOST)
-        if "server" in services and not self._server_processes():
+        if "server" in services and not any(self._server_processes()):
             pgcluster.ensure_port_free(self.api_port, "the API server", HOST)
 
     def start(self, service: str, *, build: bool = False, timeout: float = 60) -> bool:
