@@ -12,6 +12,7 @@ and its DATABASE_URL names the port, superuser, password and database of the clu
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from datetime import datetime, timezone
@@ -241,8 +242,11 @@ class LocalRuntime:
         return True
 
     def _server_environment(self) -> dict[str, str]:
-        # MIGRATIONS_DIR: the scripts whose head the server's /ready expects.
-        return {**self.server_env, "MIGRATIONS_DIR": str(self.layout.migrations_dir)}
+        # MIGRATIONS_DIR: the scripts whose head the server's /ready expects; the
+        # project's own first, which 'migrate new' creates in a bundled-stack project.
+        own = self.settings.project_dir / "migrations"
+        return {**self.server_env, "MIGRATIONS_DIR": os.pathsep.join(dict.fromkeys(
+            [str(own), str(self.layout.migrations_dir)]))}
 
     def _server_processes(self):
         """(supervisor, server) processes, None for each that does not run."""

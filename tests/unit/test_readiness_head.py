@@ -39,3 +39,13 @@ def test_a_new_revision_moves_the_head_and_branches_give_every_head(tmp_path):
 def test_missing_scripts_are_a_reason_not_a_crash(tmp_path):
     with pytest.raises(MigrationScriptsError):
         scripts_heads(tmp_path / "nowhere")
+
+
+def test_migrations_dir_takes_the_first_listed_that_exists(tmp_path, monkeypatch):
+    from dynoserver.health import migrations_dir
+
+    script(tmp_path / "bundled", "0001_a", "0001", None)
+    monkeypatch.setenv("MIGRATIONS_DIR", os.pathsep.join([str(tmp_path / "own"), str(tmp_path / "bundled")]))
+    assert migrations_dir() == tmp_path / "bundled"
+    script(tmp_path / "own", "0001_a", "0001", None)
+    assert migrations_dir() == tmp_path / "own"
