@@ -253,7 +253,6 @@ class LocalRuntime:
         return pidfiles.live_process(self.supervisor_pidfile), pidfiles.live_process(self.server_pidfile)
 
     def _server_status(self) -> ServiceStatus:
-        had_supervisor = self.supervisor_pidfile.exists()
         supervisor, server = self._server_processes()
         if supervisor is None and server is None:
             gave_up = supervisor_state.read_gave_up(self.server_pidfile)
@@ -261,9 +260,6 @@ class LocalRuntime:
                 return ServiceStatus("server", "crashed", None, None, None,
                                      f"exited {gave_up.get('crashes')} times in a row right after start, last exit "
                                      f"status {gave_up.get('last_exit')}; the supervisor gave up at {gave_up.get('at')}")
-            if had_supervisor:
-                return ServiceStatus("server", "exited", None, None, None,
-                                     "the server and its supervisor died without being stopped")
             return ServiceStatus("server", "stopped", None, None, None)
         if server is None:  # the supervisor is between restarts
             return ServiceStatus("server", "starting", None, None, None, f"supervisor pid {supervisor.pid}")
