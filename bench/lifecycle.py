@@ -1,5 +1,5 @@
 """Lifecycle timings of the local runtime: cold `up` to ready (cluster initialised,
-migrated, server ready), warm `up` (already running), `status`, `down`; median of
+migrated, server ready), warm `up` (already running), `status`, `restart server`, `down`; median of
 ROUNDS rounds in a fresh project on free ports. The baseline is a bare
 `python -c pass` measured in the same run, so the figures can be compared across
 machines as ratios.
@@ -38,7 +38,10 @@ def interpreter_start() -> float:
 
 def one_round(project: Path) -> dict[str, float]:
     times = {"cold up": dynoctl(project, "up"), "warm up": dynoctl(project, "up"),
-             "status": dynoctl(project, "status"), "down": dynoctl(project, "down")}
+             "status": dynoctl(project, "status"),
+             # restart checks first, then waits until the server is ready again
+             "restart": dynoctl(project, "restart", "server"),
+             "down": dynoctl(project, "down")}
     dynoctl(project, "down", "--volumes", "--yes")  # the next round starts cold again
     return times
 

@@ -91,7 +91,8 @@ class DynoGroup(TyperGroup):
         _current = None  # set again by the root callback of this invocation
         args = hoist_global_options(list(sys.argv[1:] if args is None else args))
         _command = command_words(args)
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None) or \
+                getattr(signal.getsignal(signal.SIGTERM), "__module__", "") in ("__main__", "dynoctl.__main__"):
             signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
         status = run_guarded(lambda: super(DynoGroup, self).main(
             args, prog_name, complete_var, standalone_mode=False, **extra))

@@ -12,6 +12,7 @@ and its DATABASE_URL names the port, superuser, password and database of the clu
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from datetime import datetime, timezone
@@ -111,7 +112,7 @@ class LocalRuntime:
         _ = self.stack_env, self.cluster
         if "db" in services and not self.cluster.pid():
             pgcluster.ensure_port_free(self.db_port, "PostgreSQL", HOST)
-        if "server" in services and not self._server_processes():
+        if "server" in services and not any(self._server_processes()):
             pgcluster.ensure_port_free(self.api_port, "the API server", HOST)
 
     def start(self, service: str, *, build: bool = False, timeout: float = 60) -> bool:
@@ -258,15 +259,17 @@ class LocalRuntime:
         return True
 
     def _server_environment(self) -> dict[str, str]:
-        # MIGRATIONS_DIR: the scripts whose head the server's /ready expects.
-        return {**self.server_env, "MIGRATIONS_DIR": str(self.layout.migrations_dir)}
+        # MIGRATIONS_DIR: the scripts whose head the server's /ready expects; the
+        # project's own first, which 'migrate new' creates in a bundled-stack project.
+        own = self.settings.project_dir / "migrations"
+        return {**self.server_env, "MIGRATIONS_DIR": os.pathsep.join(dict.fromkeys(
+            [str(own), str(self.layout.migrations_dir)]))}
 
     def _server_processes(self):
         """(supervisor, server) processes, None for each that does not run."""
         return pidfiles.live_process(self.supervisor_pidfile), pidfiles.live_process(self.server_pidfile)
 
     def _server_status(self) -> ServiceStatus:
-        had_supervisor = self.supervisor_pidfile.exists()
         supervisor, server = self._server_processes()
         if supervisor is None and server is None:
             gave_up = supervisor_state.read_gave_up(self.server_pidfile)
@@ -274,9 +277,6 @@ class LocalRuntime:
                 return ServiceStatus("server", "crashed", None, None, None,
                                      f"exited {gave_up.get('crashes')} times in a row right after start, last exit "
                                      f"status {gave_up.get('last_exit')}; the supervisor gave up at {gave_up.get('at')}")
-            if had_supervisor:
-                return ServiceStatus("server", "exited", None, None, None,
-                                     "the server and its supervisor died without being stopped")
             return ServiceStatus("server", "stopped", None, None, None)
         if server is None:  # the supervisor is between restarts
             return ServiceStatus("server", "starting", None, None, None, f"supervisor pid {supervisor.pid}")

@@ -442,6 +442,10 @@ def test_reports_tell_the_truth(stack):
     assert local(stack, "migrate").exit_code == 0
     assert http_status(f"{stack.api}/ready") == 200
 
+    # -v tells each step; -vv also every program run (argv only).
+    verbose, very = run_cli(stack.project, "-v", "status"), run_cli(stack.project, "status", "-vv")
+    assert "pg_isready" not in verbose.stderr and "run: " in very.stderr and "pg_isready" in very.stderr
+
     # env init --force on a running stack: the server keeps the old values until restarted.
     result = local(stack, "env", "init", "--force")
     assert result.exit_code == 0 and "until restarted" in result.stderr

@@ -67,9 +67,13 @@ _cache: dict[Path, tuple[tuple, set[str]]] = {}
 
 
 def migrations_dir() -> Path | None:
+    # MIGRATIONS_DIR may list several directories (os.pathsep): the first holding
+    # versions/ wins, so a project's own copy, made later by 'dynoctl migrate new',
+    # takes over from the bundled scripts without a restart.
     explicit = os.environ.get("MIGRATIONS_DIR")
     if explicit:
-        return Path(explicit)
+        candidates = [Path(p) for p in explicit.split(os.pathsep) if p]
+        return next((c for c in candidates if (c / "versions").is_dir()), candidates[-1] if candidates else None)
     here = Path(__file__).resolve().parent
     for parent in here.parents:
         for candidate in (parent / "migrations", parent / "dynoctl" / "_bundled" / "migrations"):
