@@ -56,7 +56,8 @@ class LocalRuntime:
         """The server's environment: server.local.env (checked) over its template's
         defaults, without the superuser's credentials (the server never needs them)."""
         values = envfiles.checked_values(self.layout, ENV_NAME, self.settings.environ)
-        return {k: v for k, v in values.items() if k not in dbroles.SUPERUSER_KEYS}
+        # Emptied rather than left out: the child's environment starts from dynoctl's own.
+        return {**values, **{key: "" for key in dbroles.SUPERUSER_KEYS}}
 
     @cached_property
     def stack_env(self) -> dict[str, str]:
