@@ -8,7 +8,6 @@ import os
 import shutil
 import stat
 import uuid
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import psycopg
