@@ -182,3 +182,32 @@ def test_grant_app_privileges_takes_a_sqlalchemy_connection_too(postgres):
     with psycopg.connect(admin, autocommit=True) as conn:
         granted = conn.execute("SELECT has_table_privilege('dyno_app', 'later_table', 'INSERT')").fetchone()[0]
     assert granted
+
+
+def test_env_init_force_keeps_the_database_passwords_of_the_cluster(tmp_path):
+    from dynoctl.config import locate_stack
+    from tests.conftest import make_project
+
+    project = make_project("dyno-init-force-")
+    try:
+        layout = locate_stack(project)
+        envfiles.init_env_files(layout)
+        path = layout.env_dir / "server.local.env"
+        before = envfiles.parse(path.read_text()).values
+        results = envfiles.init_env_files(layout, force=True)
+        after = envfiles.parse(path.read_text()).values
+        for key in ("POSTGRES_PASSWORD", "DATABASE_URL"):
+            assert after[key] == before[key]
+        assert after["JWT_ACCESS_TOKEN_SECRET"] != before["JWT_ACCESS_TOKEN_SECRET"]
+        local = next(r for r in results if r.file == path)
+        assert "DATABASE_URL" not in local.secrets_generated and "JWT_ACCESS_TOKEN_SECRET" in local.secrets_generated
+        # A file from before: its superuser URL stays, the superuser password stays its URL's.
+        legacy = "".join(line for line in path.read_text().splitlines(keepends=True)
+                         if not line.startswith("POSTGRES_"))
+        legacy = legacy.replace(after["DATABASE_URL"], "postgresql://postgres:postgres@127.0.0.1:5433/pm_app")
+        path.write_text(legacy)
+        envfiles.init_env_files(layout, force=True)
+        values = envfiles.parse(path.read_text()).values
+        assert dbroles.superuser_credentials(values) == ("postgres", "postgres")
+    finally:
+        shutil.rmtree(project, ignore_errors=True)
