@@ -353,3 +353,46 @@ def test_docker_stack_has_random_superuser_password_and_least_privilege_server(r
     finally:
         run("down", "--volumes", "--yes", env=env)
         shutil.rmtree(project, ignore_errors=True)
+
+
+@pytest.mark.docker
+def test_docker_stack_from_before_is_moved_off_the_superuser():
+    from tests.integration.test_docker_runtime import missing_prerequisite
+
+    missing = missing_prerequisite()
+    if missing:
+        if os.environ.get("DYNO_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"DYNO_REQUIRE_DOCKER=1 but {missing}")
+        pytest.skip(missing)
+    project = make_project("dyno-secure-docker-old-")
+    run = Dynoctl(project)
+    api_port, db_port = free_port(), free_port()
+    env = {"DYNO_RUNTIME": "docker", "DYNO_API_PORT": str(api_port), "DYNO_DB_PORT": str(db_port),
+           "COMPOSE_PROJECT_NAME": f"dynosecold{api_port}", "DYNO_SERVER_IMAGE": "dyno-server:security-defaults-test"}
+    path = project / "stack" / "env" / "server.docker.env"
+    try:
+        assert run("env", "init").exit_code == 0
+        # As compose.yml and the env file were: the server is postgres/postgres, and the
+        # cluster was created with that password (compose.yml hard-coded it then).
+        lines = [line for line in path.read_text().splitlines(keepends=True) if not line.startswith("POSTGRES_")]
+        old_url = next(line for line in lines if line.startswith("DATABASE_URL="))
+        text = "".join(lines).replace(old_url, "DATABASE_URL=postgresql://postgres:postgres@db:5432/pm_app?schema=public\n")
+        path.write_text(text + "POSTGRES_PASSWORD=postgres\n")
+        path.chmod(0o600)
+
+        result = run("up", "--build", "--timeout", "600", env=env)
+        assert result.exit_code == 0, result.stderr
+        assert "no longer logs in as the database superuser" in result.stderr
+        values = dotenv_values(path, interpolate=False)
+        assert dbroles.active_login(values["DATABASE_URL"]) == "dyno_app_a"
+        assert values["POSTGRES_PASSWORD"] != "postgres" and len(values["POSTGRES_PASSWORD"]) >= 43
+        host_url = f"postgresql://127.0.0.1:{db_port}/pm_app"
+        with pytest.raises(psycopg.OperationalError):
+            connect(dbroles.with_credentials(host_url, "postgres", "postgres"))
+        assert_least_privilege(dbroles.with_credentials(host_url, "dyno_app_a",
+                                                        unquote(urlsplit(values["DATABASE_URL"]).password)))
+        use_the_app(f"http://127.0.0.1:{api_port}")  # the server came up on its new login
+        assert run("env", "check").exit_code == 0
+    finally:
+        run("down", "--volumes", "--yes", env=env)
+        shutil.rmtree(project, ignore_errors=True)
