@@ -132,9 +132,11 @@ def _create_missing_roles(conn) -> None:
 def grant_app_privileges(conn) -> None:
     """Give dyno_app what the server needs on the connected database, as its owner (the
     superuser) connects. Idempotent. Restore calls it after swapping a database in: a
-    dump made with --no-privileges carries no grants."""
+    dump made with --no-privileges carries no grants. ``conn``: a psycopg connection, or
+    a SQLAlchemy one over psycopg (its transaction is used)."""
     from psycopg import sql
 
+    conn = _psycopg(conn)
     app = sql.Identifier(APP_ROLE)
     dbname = conn.execute("SELECT current_database()").fetchone()[0]
     statements = [
@@ -161,8 +163,16 @@ def disable_login(conn, login: str) -> None:
     """NOLOGIN, no password, its sessions ended (rotation's last step)."""
     from psycopg import sql
 
+    conn = _psycopg(conn)
     conn.execute(sql.SQL("ALTER ROLE {} WITH NOLOGIN PASSWORD NULL").format(sql.Identifier(login)))
     conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (login,))
+
+
+def _psycopg(conn):
+    """The psycopg connection under a SQLAlchemy Connection (dynoctl.db hands those out)."""
+    if hasattr(conn, "exec_driver_sql"):
+        return conn.connection.dbapi_connection
+    return conn
 
 
 def _admin_connection(admin_url: str, dbname: str):

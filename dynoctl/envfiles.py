@@ -100,9 +100,33 @@ def init_env_files(layout: StackLayout, force: bool = False, now: datetime | Non
             continue
         backup = _keep_copy(f.path, stamp) if f.path.exists() else None
         text, generated = fill_secrets(_read(f.template))
-        write_atomic(f.path, text)
+        kept = database_credentials(parse(_read(backup)).values) if backup else {}
+        write_atomic(f.path, _with_values(text, kept))
+        generated = [key for key in generated if key not in kept]
         results.append(InitResult(f.path, "replaced" if backup else "created", backup, generated))
     return results
+
+
+def database_credentials(values: Mapping[str, str]) -> dict[str, str]:
+    """The database passwords of an existing env file, which ``env init --force`` keeps:
+    they are the cluster's, and a new random one would lock dynoctl and the server out
+    of it (changing them is a rotation's job). A file from before POSTGRES_PASSWORD keeps
+    it empty, so the superuser's password still comes from its DATABASE_URL until
+    ``up`` moves the server off the superuser."""
+    kept = {key: values[key] for key in ("POSTGRES_USER", "POSTGRES_PASSWORD", "DATABASE_URL") if key in values}
+    if "DATABASE_URL" in kept and "POSTGRES_PASSWORD" not in kept and connects_as_superuser(values):
+        kept["POSTGRES_PASSWORD"] = ""
+    return kept
+
+
+def _with_values(text: str, values: Mapping[str, str]) -> str:
+    lines = []
+    for line in text.splitlines(keepends=True):
+        m = _ASSIGNMENT.match(line.rstrip("\n"))
+        if m and m.group(2) in values:
+            line = f"{m.group(1)}{m.group(2)}{m.group(3)}{values[m.group(2)]}\n"
+        lines.append(line)
+    return "".join(lines)
 
 
 def fill_secrets(template_text: str) -> tuple[str, list[str]]:

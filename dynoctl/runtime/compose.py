@@ -456,6 +456,8 @@ class ComposeRuntime:
         # source would be created by the engine, owned by root.
         if not self.keys_dir.exists():
             self.keys_dir.mkdir(mode=0o750, parents=True)
+        # Backups hold every secret the database holds: dynoctl's alone.
+        (self.layout.state_dir / "backups").mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _compose_env(self) -> dict[str, str]:
         return {

@@ -58,7 +58,8 @@ class LocalRuntime:
         defaults, without the superuser's credentials (the server never needs them).
         What a start uses: a bad env file refuses before anything starts."""
         values = envfiles.checked_values(self.layout, ENV_NAME, self.settings.environ)
-        return {k: v for k, v in values.items() if k not in dbroles.SUPERUSER_KEYS}
+        # Emptied rather than left out: the child's environment starts from dynoctl's own.
+        return {**values, **{key: "" for key in dbroles.SUPERUSER_KEYS}}
 
     @cached_property
     def stack_env(self) -> dict[str, str]:
