@@ -24,6 +24,7 @@ from dynoserver.limits import JSON_BODY_LIMIT, BodyLimitMiddleware
 from dynoserver.logs import AccessLogMiddleware, configure_logging
 from dynoserver.passwords import Passwords
 from dynoserver.settings import Settings
+from dynoserver.throttle import Throttle
 from dynoserver.uploads import MULTIPART_OVERHEAD
 
 log = logging.getLogger("dynoserver")
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.keys = KeyStore(settings.jwt_keys_file, settings.access_token_secret, settings.refresh_token_secret)
     app.state.passwords = Passwords(settings)
+    app.state.throttle = Throttle(settings.auth_window_seconds)
     app.state.engine = create_db_engine(settings.database_url)
     app.state.session_factory = create_session_factory(app.state.engine)
     install_error_handlers(app)
@@ -89,6 +91,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         stop_reloading()
+        app.state.passwords.close()
         app.state.engine.dispose()
 
 

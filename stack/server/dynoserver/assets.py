@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from dynoserver.auth import current_user_id
+from dynoserver.auth import current_user_id, uploader_id
 from dynoserver.db import get_db
 from dynoserver.errors import ApiError, not_found
 from dynoserver.models import Asset, Project, Task, User
@@ -70,7 +70,7 @@ _UPLOAD_BODY = {
 
 @router.post("", status_code=201, response_model=AssetOut, openapi_extra=_UPLOAD_BODY)
 async def upload_asset(
-    project_id: uuid.UUID, request: Request, user_id: uuid.UUID = Depends(current_user_id)
+    project_id: uuid.UUID, request: Request, user_id: uuid.UUID = Depends(uploader_id)
 ) -> Asset:
     settings = request.app.state.settings
     # Ownership before a single body byte is stored: strangers cannot fill the disk.

@@ -10,12 +10,13 @@ from sqlalchemy.orm import Session
 from dynoserver.auth import current_user_id
 from dynoserver.db import get_db
 from dynoserver.errors import ApiError, not_found
+from dynoserver.limits import JsonGuardRoute
 from dynoserver.models import Task, User
 from dynoserver.ownership import owned_project, writable_project
 from dynoserver.projects import MAX_OFFSET, MAX_PAGE
 from dynoserver.schemas import TaskCreate, TaskOut, TaskStatus, TaskUpdate
 
-router = APIRouter(prefix="/projects/{project_id}/tasks", tags=["tasks"])
+router = APIRouter(prefix="/projects/{project_id}/tasks", tags=["tasks"], route_class=JsonGuardRoute)
 
 
 @router.get("", response_model=list[TaskOut])
