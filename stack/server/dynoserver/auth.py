@@ -18,10 +18,13 @@ Login and register are throttled per client address and per account
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -105,23 +108,25 @@ def _require_open_session(db: Session, claims: tokens.TokenClaims) -> None:
 
 @router.post("/register", status_code=201, response_model=UserOut, responses=error_responses(409, 429, 503))
 async def register(body: Credentials, request: Request) -> User:
-    _shed_if_saturated(request)
-    account = throttle.account_key(body.email)
-    await run_in_threadpool(_with_db, request, _admit, request, account)
-    password_hash = await _hash(request, body.password)
+    async with _refusals_answered_late(request):
+        _shed_if_saturated(request)
+        account = throttle.account_key(body.email)
+        await run_in_threadpool(_with_db, request, _admit, request, account)
+        password_hash = await _hash(request, body.password)
     return await run_in_threadpool(_with_db, request, _insert_user, request, body.email, password_hash, account)
 
 
 @router.post("/login", response_model=TokenPair, responses=error_responses(401, 429, 503))
 async def login(body: Credentials, request: Request, response: Response) -> TokenPair:
-    _shed_if_saturated(request)
-    account = throttle.account_key(body.email)
-    user = await run_in_threadpool(_with_db, request, _admitted_user, request, body.email, account)
     passwords = request.app.state.passwords
-    try:
-        matches = await passwords.verify(user.password_hash if user else None, body.password)
-    except Overloaded:
-        raise _busy() from None
+    async with _refusals_answered_late(request):
+        _shed_if_saturated(request)
+        account = throttle.account_key(body.email)
+        user = await run_in_threadpool(_with_db, request, _admitted_user, request, body.email, account)
+        try:
+            matches = await passwords.verify(user.password_hash if user else None, body.password)
+        except Overloaded:
+            raise _busy() from None
     if not matches:
         await run_in_threadpool(_with_db, request, _count_failure, request, account)
         raise unauthorized("wrong email or password")
@@ -178,6 +183,22 @@ def _with_db(request: Request, operation, *args):
     """Run ``operation(db, *args)`` in a short session of its own (for the async endpoints)."""
     with request.app.state.session_factory() as db:
         return operation(db, *args)
+
+
+@asynccontextmanager
+async def _refusals_answered_late(request: Request) -> AsyncIterator[None]:
+    """Answer a 429 or 503 only after AUTH_REFUSAL_DELAY_MS.
+
+    A flooding client that ignores Retry-After would otherwise turn each cheap
+    refusal into its next request at once, and keep the event loop busy with
+    them. Waiting here holds no thread and no connection to the database.
+    """
+    try:
+        yield
+    except ApiError as exc:
+        if exc.status in (429, 503):
+            await asyncio.sleep(request.app.state.settings.auth_refusal_delay_ms / 1000)
+        raise
 
 
 def _shed_if_saturated(request: Request) -> None:

@@ -21,6 +21,7 @@
 | AUTH_WINDOW_SECONDS        | 300                     | window of the two login/register limits below  |
 | AUTH_ACCOUNT_FAILURES      | 10                      | failed logins per account per window           |
 | AUTH_ADDRESS_ATTEMPTS      | 100                     | logins + registers per client address / window |
+| AUTH_REFUSAL_DELAY_MS      | 1000                    | a 429/503 of login/register is answered late   |
 | REFRESH_GRACE_SECONDS      | 10                      | a just-rotated refresh token still refreshes   |
 | USER_STORAGE_QUOTA_BYTES   | 1073741824 (1 GiB)      | total upload bytes per user (all projects)     |
 """
@@ -61,6 +62,7 @@ class Settings:
     auth_window_seconds: int = 300
     auth_account_failures: int = 10
     auth_address_attempts: int = 100
+    auth_refusal_delay_ms: int = 1000
     refresh_grace_seconds: int = 10
     user_storage_quota_bytes: int = 1024 * 1024 * 1024
 
@@ -94,6 +96,7 @@ class Settings:
             "auth_window_seconds": _int(env, "AUTH_WINDOW_SECONDS"),
             "auth_account_failures": _int(env, "AUTH_ACCOUNT_FAILURES"),
             "auth_address_attempts": _int(env, "AUTH_ADDRESS_ATTEMPTS"),
+            "auth_refusal_delay_ms": _int(env, "AUTH_REFUSAL_DELAY_MS"),
             "refresh_grace_seconds": _int(env, "REFRESH_GRACE_SECONDS"),
             "user_storage_quota_bytes": _int(env, "USER_STORAGE_QUOTA_BYTES"),
         }
