@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from dynoserver import assets, auth, health, projects, tasks
+from dynoserver import assets, auth, health, openapi, projects, tasks
 from dynoserver.db import create_db_engine, create_session_factory
 from dynoserver.errors import InternalErrorMiddleware, install_error_handlers
 from dynoserver.keys import KeyConfigError, KeyStore
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, auth, projects, tasks, assets):
         app.include_router(module.router)
+    openapi.install(app)
     # Each add_middleware wraps the previous ones. CORS sits right inside the access
     # log, so every answer a browser may read carries its headers: the body limit's
     # 413 and the JSON 500 are produced inside it.

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dynoserver.auth import current_user_id, uploader_id
 from dynoserver.db import get_db
-from dynoserver.errors import ApiError, not_found
+from dynoserver.errors import ApiError, error_responses, not_found
 from dynoserver.models import Asset, Project, Task, User
 from dynoserver.ownership import owned_project, writable_project
 from dynoserver.schemas import AssetOut
@@ -43,6 +43,14 @@ PASSIVE_TYPES = frozenset({
     "image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp",
 })  # fmt: skip
 PASSIVE_PREFIXES = ("audio/", "video/")
+_BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+_DOWNLOAD_RESPONSES: dict[int | str, dict] = {
+    200: {"description": "The file, as an attachment", "content": _BINARY},
+    206: {"description": "The requested byte ranges (Range header)", "content": _BINARY},
+    # Answered by Starlette's range handling, in plain text.
+    400: {"description": "Malformed Range header", "content": {"text/plain": {"schema": {"type": "string"}}}},
+    416: {"description": "Range not satisfiable", "content": {"text/plain": {"schema": {"type": "string"}}}},
+}
 # Even a passive file opened in a tab gets no scripts, plugins, forms or origin.
 DOWNLOAD_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -68,7 +76,9 @@ _UPLOAD_BODY = {
 }
 
 
-@router.post("", status_code=201, response_model=AssetOut, openapi_extra=_UPLOAD_BODY)
+@router.post(
+    "", status_code=201, response_model=AssetOut, openapi_extra=_UPLOAD_BODY, responses=error_responses(409)
+)
 async def upload_asset(
     project_id: uuid.UUID, request: Request, user_id: uuid.UUID = Depends(uploader_id)
 ) -> Asset:
@@ -133,7 +143,7 @@ def get_asset(
     return _asset_of(db, project_id, asset_id)
 
 
-@router.get("/{asset_id}/content", response_class=FileResponse)
+@router.get("/{asset_id}/content", response_class=FileResponse, responses=_DOWNLOAD_RESPONSES)
 def download_asset(
     project_id: uuid.UUID,
     asset_id: uuid.UUID,
@@ -162,7 +172,7 @@ def served_type(declared: str) -> str:
     return "application/octet-stream"
 
 
-@router.delete("/{asset_id}", status_code=204)
+@router.delete("/{asset_id}", status_code=204, responses=error_responses(409))
 def delete_asset(
     project_id: uuid.UUID,
     asset_id: uuid.UUID,

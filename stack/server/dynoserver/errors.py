@@ -37,7 +37,7 @@ _HTTP_ERROR_CODES = {
 
 MAX_ERROR_DETAILS = 20
 
-_DESCRIPTIONS = {
+DESCRIPTIONS = {
     400: "Bad request (e.g. a malformed upload)",
     401: "Missing, invalid or expired credentials, or the session has ended",
     403: "Refused: the request comes from another origin",
@@ -68,7 +68,7 @@ class ErrorBody(BaseModel):
 
 def error_responses(*statuses: int) -> dict[int | str, dict]:
     """The ``responses=`` of a route: each status with the error body."""
-    return {status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]} for status in statuses}
+    return {status: {"model": ErrorBody, "description": DESCRIPTIONS[status]} for status in statuses}
 
 
 class ApiError(Exception):

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from dynoserver.auth import current_user_id
 from dynoserver.db import get_db
-from dynoserver.errors import unauthorized
+from dynoserver.errors import error_responses, unauthorized
 from dynoserver.limits import JsonGuardRoute
 from dynoserver.models import Asset, Project
 from dynoserver.ownership import owned_project, writable_project
@@ -66,7 +66,7 @@ def get_project(
     return owned_project(db, user_id, project_id)
 
 
-@router.patch("/{project_id}", response_model=ProjectOut)
+@router.patch("/{project_id}", response_model=ProjectOut, responses=error_responses(409))
 def update_project(
     project_id: uuid.UUID,
     body: ProjectUpdate,

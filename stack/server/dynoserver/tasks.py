@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from dynoserver.auth import current_user_id
 from dynoserver.db import get_db
-from dynoserver.errors import ApiError, not_found
+from dynoserver.errors import ApiError, error_responses, not_found
 from dynoserver.limits import JsonGuardRoute
 from dynoserver.models import Task, User
 from dynoserver.ownership import owned_project, writable_project
@@ -35,7 +35,7 @@ def list_tasks(
     return list(db.scalars(query.order_by(Task.created_at, Task.id).limit(limit).offset(offset)))
 
 
-@router.post("", status_code=201, response_model=TaskOut)
+@router.post("", status_code=201, response_model=TaskOut, responses=error_responses(409))
 def create_task(
     project_id: uuid.UUID,
     body: TaskCreate,
@@ -61,7 +61,7 @@ def get_task(
     return _task_of(db, project_id, task_id)
 
 
-@router.patch("/{task_id}", response_model=TaskOut)
+@router.patch("/{task_id}", response_model=TaskOut, responses=error_responses(409))
 def update_task(
     project_id: uuid.UUID,
     task_id: uuid.UUID,
@@ -79,7 +79,7 @@ def update_task(
     return task
 
 
-@router.delete("/{task_id}", status_code=204)
+@router.delete("/{task_id}", status_code=204, responses=error_responses(409))
 def delete_task(
     project_id: uuid.UUID,
     task_id: uuid.UUID,
