@@ -113,7 +113,7 @@ def test_upload_attached_to_a_task(client, alice, project_url):
 def test_upload_for_a_foreign_task_is_refused_and_leaves_no_file(client, alice, project_url, assets_dir):
     response = upload(client, alice, project_url, b"data", data={"task_id": str(uuid.uuid4())})
 
-    assert response.status_code == 422
+    assert response.status_code == 404 and response.json()["error"] == "unknown_task"
     assert stored_files(assets_dir) == []
 
 

@@ -94,7 +94,7 @@ def test_unknown_assignee_is_rejected(client, alice):
         f"/projects/{project['id']}/tasks", json={"title": "t", "assignee_id": str(uuid.uuid4())}, headers=alice.headers
     )
 
-    assert response.status_code == 422 and response.json()["error"] == "unknown_assignee"
+    assert response.status_code == 404 and response.json()["error"] == "unknown_assignee"
 
 
 @pytest.mark.parametrize(

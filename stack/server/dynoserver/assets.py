@@ -43,10 +43,13 @@ PASSIVE_TYPES = frozenset({
     "image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp",
 })  # fmt: skip
 PASSIVE_PREFIXES = ("audio/", "video/")
-_BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+_DOWNLOADED = {
+    media_type: {"schema": {"type": "string", "format": "binary"}}
+    for media_type in sorted(PASSIVE_TYPES) + [f"{prefix}*" for prefix in PASSIVE_PREFIXES]
+}
 _DOWNLOAD_RESPONSES: dict[int | str, dict] = {
-    200: {"description": "The file, as an attachment", "content": _BINARY},
-    206: {"description": "The requested byte ranges (Range header)", "content": _BINARY},
+    200: {"description": "The file, as an attachment, typed as uploaded if passive", "content": _DOWNLOADED},
+    206: {"description": "The requested byte ranges (Range header)", "content": _DOWNLOADED},
     # Answered by Starlette's range handling, in plain text.
     400: {"description": "Malformed Range header", "content": {"text/plain": {"schema": {"type": "string"}}}},
     416: {"description": "Range not satisfiable", "content": {"text/plain": {"schema": {"type": "string"}}}},
@@ -65,6 +68,7 @@ _UPLOAD_BODY = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
+                    "additionalProperties": False,  # other parts are refused (uploads.TEXT_FIELDS)
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
                         "task_id": {"type": "string", "format": "uuid"},
@@ -241,7 +245,7 @@ def _task_id_in(db: Session, project_id: uuid.UUID, raw: str | None) -> uuid.UUI
     except ValueError:
         raise ApiError(422, "invalid_task_id", "task_id must be a UUID") from None
     if db.scalar(select(Task.id).where(Task.id == task_id, Task.project_id == project_id)) is None:
-        raise ApiError(422, "unknown_task", "task_id does not name a task of this project")
+        raise ApiError(404, "unknown_task", "task_id does not name a task of this project")
     return task_id
 
 

@@ -12,14 +12,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 # The OpenAPI document is the contract (a fuzzer checks both directions): every
 # rule is a JSON-schema constraint on the value AS SENT, and what the server does
 # afterwards (strip, lower-case) cannot turn a valid value into an invalid one.
-# Patterns run on Python's re engine (RequestModel's config), whose \s is exactly
-# what str.strip() removes; they are linear (no nested quantifiers) on long input.
+# Whitespace is spelled out (ASCII only), never \s, whose meaning differs between
+# regex engines; _strip removes exactly these. The patterns are linear on long input.
+_WS = "\t\n\x0b\x0c\r "
 _NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
-_NOT_BLANK_NO_NUL = r"^\s*[^\s\x00][^\x00]*$"  # at least one character survives strip()
+_NOT_BLANK_NO_NUL = r"^[\t\n\x0b\x0c\r ]*[^\t\n\x0b\x0c\r \x00][^\x00]*$"  # something survives _strip
+_EMAIL = r"^[\t\n\x0b\x0c\r ]*[^@\t\n\x0b\x0c\r \x00]+@[^@\t\n\x0b\x0c\r \x00]+[\t\n\x0b\x0c\r ]*$"
 
 
 def _strip(value: str) -> str:
-    return value.strip()
+    return value.strip(_WS)
 
 
 def _text(max_length: int, min_length: int = 0) -> Any:
@@ -30,14 +32,14 @@ def _text(max_length: int, min_length: int = 0) -> Any:
 def _normal_email(value: str) -> str:
     # Checked after lower-casing, which can lengthen a string ('İ' becomes two code
     # points): the varchar(254) column would otherwise refuse the stored value with a 500.
-    value = value.strip().lower()
+    value = _strip(value).lower()
     if len(value) > 254:
         raise ValueError("must be at most 254 characters")
     return value
 
 
 Email = Annotated[
-    str, Field(max_length=254, pattern=r"^\s*[^@\s\x00]+@[^@\s\x00]+\s*$"), AfterValidator(_normal_email)
+    str, Field(max_length=254, pattern=_EMAIL), AfterValidator(_normal_email)
 ]
 Password = Annotated[str, Field(min_length=8, max_length=1024)]
 ProjectName = _text(200, min_length=1)

@@ -101,4 +101,5 @@ def _task_of(db: Session, project_id: uuid.UUID, task_id: uuid.UUID) -> Task:
 
 def _check_assignee(db: Session, assignee_id: uuid.UUID | None) -> None:
     if assignee_id is not None and db.get(User, assignee_id) is None:
-        raise ApiError(422, "unknown_assignee", "assignee_id does not name an existing user")
+        # 404, not 422: the request is well formed; what it names does not exist.
+        raise ApiError(404, "unknown_assignee", "assignee_id does not name an existing user")
