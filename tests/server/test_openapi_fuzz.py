@@ -5,6 +5,8 @@ conformance failures."""
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 import schemathesis
@@ -15,7 +17,7 @@ from schemathesis import GenerationMode
 from .helpers import PASSWORD
 from .test_sighup import start_server, stop_server, wait_until_healthy
 
-EXAMPLES_PER_OPERATION = 20
+EXAMPLES_PER_OPERATION = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def run_operation(operation, mode, checks: list, path_parameters: dict | None = 
     @settings(
         max_examples=EXAMPLES_PER_OPERATION,
         deadline=None,
-        derandomize=True,  # the same examples on every run: a failure here is reproducible
+        derandomize=os.environ.get("FUZZ_RANDOM") != "1",  # fixed examples (reproducible) unless FUZZ_RANDOM=1
         suppress_health_check=list(HealthCheck),
         phases=[Phase.explicit, Phase.generate, Phase.shrink],
         database=None,
