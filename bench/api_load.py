@@ -11,6 +11,8 @@ scenario is bounded in time (--duration, at most 15 s) and in requests
 - projects_jwt_only  the same read on a second server whose access check is the JWT
                  alone (no per-request session query): the difference is what the
                  session check costs (issue 8)
+- health_during_huge_422s  GET /health while 4 clients post ~650 KB JSON bodies with
+                 60,000 unknown keys (issue 8: such bodies once held the loop 0.44 s each)
 - projects_during_flood  the same read while FLOOD_CLIENTS other clients send logins
                  back to back (not honouring Retry-After), compared with the idle p50
                  (issue 8: at most 2x). The address throttle is raised for the bench, so
@@ -261,44 +263,65 @@ def run_scenario(pool, base_url: str, scenario: Scenario, token: str, args: argp
     )
 
 
-def flood_worker(port: int, credentials: dict, stop, clients: int) -> None:
-    """FLOOD_CLIENTS threads, each sending logins back to back until ``stop`` is set."""
+@dataclass(frozen=True)
+class Flood:
+    """Background clients sending one request back to back while a scenario is measured."""
+
+    name: str
+    clients: int
+    path: str
+    body: bytes
+    headers: dict
+
+
+def flood_worker(port: int, flood: Flood, stop) -> None:
+    """``flood.clients`` threads, each sending its request back to back until ``stop`` is set."""
     import threading
 
-    body = json.dumps(credentials).encode()
-    headers = {"Content-Type": "application/json"}
-    scenario = Scenario("flood", "POST", "/auth/login", 200)
+    scenario = Scenario(flood.name, "POST", flood.path, 0)
 
     def one_client() -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         with contextlib.closing(connection):
             while not stop.is_set():
                 try:
-                    send(connection, scenario, body, headers)
+                    send(connection, scenario, flood.body, flood.headers)
                 except (OSError, http.client.HTTPException):
                     connection.close()
 
-    threads = [threading.Thread(target=one_client, daemon=True) for _ in range(clients)]
+    threads = [threading.Thread(target=one_client, daemon=True) for _ in range(flood.clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=70)
 
 
-def run_during_flood(pool, base_url: str, credentials: dict, token: str, args: argparse.Namespace) -> Outcome:
+def run_during_flood(pool, base_url: str, flood: Flood, measured: Scenario, token: str,
+                     args: argparse.Namespace) -> Outcome:
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
-    flood = context.Process(target=flood_worker, args=(urlsplit(base_url).port, credentials, stop, FLOOD_CLIENTS))
-    flood.start()
+    process = context.Process(target=flood_worker, args=(urlsplit(base_url).port, flood, stop))
+    process.start()
     try:
         time.sleep(FLOOD_RAMP)
-        read = Scenario("projects_during_flood", "GET", f"/projects?limit={SEEDED_PROJECTS}", 200, auth=True)
-        return run_scenario(pool, base_url, read, token, args)
+        return run_scenario(pool, base_url, measured, token, args)
     finally:
         stop.set()
-        flood.join(timeout=90)
-        if flood.is_alive():
-            flood.terminate()
+        process.join(timeout=90)
+        if process.is_alive():
+            process.terminate()
+
+
+def login_flood(credentials: dict) -> Flood:
+    body = json.dumps(credentials).encode()
+    return Flood("login_flood", FLOOD_CLIENTS, "/auth/login", body, {"Content-Type": "application/json"})
+
+
+def huge_body_flood(token: str) -> Flood:
+    """The issue's probe: a ~650 KB JSON body with 60,000 unknown keys, from 4 clients."""
+    body = json.dumps({"name": "x", **{f"unknown_key_{i:05d}": 1 for i in range(60_000)}}).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    return Flood("huge_body_flood", 4, "/projects", body, headers)
 
 
 def report(outcome: Outcome, baseline_rps: float, concurrency: int) -> str:
@@ -337,11 +360,14 @@ def main() -> None:
         ]
         pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(args.concurrency))
         outcomes = [run_scenario(pool, base_url, scenario, token, args) for scenario in scenarios]
-        flooded = run_during_flood(pool, base_url, credentials, token, args)
+        reads_flood = dataclasses.replace(read, name="projects_during_flood")
+        flooded = run_during_flood(pool, base_url, login_flood(credentials), reads_flood, token, args)
+        health_flood = Scenario("health_during_huge_422s", "GET", "/health", 200)
+        huge = run_during_flood(pool, base_url, huge_body_flood(token), health_flood, token, args)
         jwt_only_url = stack.enter_context(api_server(database_url, keys, "bench.jwt_only_app:create_app"))
         jwt_only = run_scenario(pool, jwt_only_url, dataclasses.replace(read, name="projects_jwt_only"), token, args)
     print(f"# api_load: 1 uvicorn process, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
-    for outcome in [*outcomes, jwt_only, flooded]:
+    for outcome in [*outcomes, jwt_only, flooded, huge]:
         print(report(outcome, outcomes[0].rps, args.concurrency))
     idle = outcomes[1]
     print(
@@ -352,6 +378,10 @@ def main() -> None:
     print(
         f"api_load login_flood     p50 of authenticated reads during a {FLOOD_CLIENTS}-client login flood: "
         f"{flooded.p50_ms:.2f} ms vs {idle.p50_ms:.2f} ms idle = {flooded.p50_ms / idle.p50_ms:.2f}x (goal <= 2x)"
+    )
+    print(
+        f"api_load huge_422s       p50 of /health while 4 clients post 650 KB bodies of 60,000 unknown keys: "
+        f"{huge.p50_ms:.2f} ms vs {outcomes[0].p50_ms:.2f} ms idle = {huge.p50_ms / outcomes[0].p50_ms:.2f}x"
     )
 
 
