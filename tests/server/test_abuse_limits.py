@@ -113,7 +113,7 @@ def test_login_answers_503_when_the_pool_is_full(database_url, tmp_path):
 
 
 def test_a_body_with_many_unknown_keys_gets_a_small_422(client, alice):
-    body = {"name": "x", **{f"k{i}": i for i in range(60_000)}}
+    body = {"name": "x", **{f"k{i}": i for i in range(15_000)}}  # ~200 KB, within the JSON body limit
 
     answer = client.post("/projects", content=json.dumps(body), headers={**alice.headers, "Content-Type": "application/json"})
 
@@ -144,3 +144,22 @@ def test_a_large_valid_body_is_still_accepted(client, alice):
     answer = client.post("/projects", json={"name": "big", "description": description}, headers=alice.headers)
 
     assert answer.status_code == 201 and answer.json()["description"] == description.strip()
+
+
+def test_the_largest_valid_body_fits_the_json_limit(client, alice):
+    project = client.post("/projects", json={"name": "p"}, headers=alice.headers).json()
+    astral = "\U0001f600"  # escaped by json.dumps as a surrogate pair: 12 bytes a character
+    body = {"title": astral * 300, "description": astral * 20_000, "status": "in_progress",
+            "assignee_id": None, "due_date": "2026-12-31"}  # fmt: skip
+
+    answer = client.post(f"/projects/{project['id']}/tasks", json=body, headers=alice.headers)
+
+    assert answer.status_code == 201, answer.text[:200]
+
+
+def test_the_issue_s_huge_body_is_refused_by_its_length(client, alice):
+    body = json.dumps({"name": "x", **{f"unknown_key_{i:05d}": 1 for i in range(60_000)}})
+
+    answer = client.post("/projects", content=body, headers={**alice.headers, "Content-Type": "application/json"})
+
+    assert answer.status_code == 413 and len(answer.content) < 1024

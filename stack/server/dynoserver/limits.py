@@ -31,7 +31,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dynoserver.errors import error_response
 
-JSON_BODY_LIMIT = 1024 * 1024
+# The largest valid body is a task: a 20,000-character description and a 300-character
+# title, each character at most 12 bytes of JSON (an escaped surrogate pair), ~245 KB.
+JSON_BODY_LIMIT = 256 * 1024
 # Bodies up to this size are parsed on the loop as usual: microseconds.
 INLINE_JSON_BYTES = 16 * 1024
 # Far above any valid request body of this API (a task has 5 fields).
