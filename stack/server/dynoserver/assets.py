@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
-from typing import TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse
@@ -21,7 +19,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from dynoserver.auth import current_user_id, uploader_id
-from dynoserver.db import get_db
+from dynoserver.db import get_db, with_session
 from dynoserver.errors import ApiError, error_responses, not_found
 from dynoserver.models import Asset, Project, Task, User
 from dynoserver.ownership import owned_project, writable_project
@@ -29,7 +27,6 @@ from dynoserver.schemas import AssetOut
 from dynoserver.storage import FileSink, TooLarge, remove_files, resolve
 from dynoserver.uploads import BadUpload, UploadedFile, receive_upload
 
-T = TypeVar("T")
 log = logging.getLogger("dynoserver.assets")
 router = APIRouter(prefix="/projects/{project_id}/assets", tags=["assets"])
 
@@ -88,8 +85,8 @@ async def upload_asset(
 ) -> Asset:
     settings = request.app.state.settings
     # Ownership before a single body byte is stored: strangers cannot fill the disk.
-    await run_in_threadpool(_with_session, request, writable_project, user_id, project_id)
-    room = await run_in_threadpool(_with_session, request, _quota_room, user_id, settings.user_storage_quota_bytes)
+    await run_in_threadpool(with_session, request, writable_project, user_id, project_id)
+    room = await run_in_threadpool(with_session, request, _quota_room, user_id, settings.user_storage_quota_bytes)
     if room <= 0:
         raise _quota_exceeded(settings.user_storage_quota_bytes)
     # The sink stops the transfer at whichever limit comes first.
@@ -119,7 +116,7 @@ async def _store_upload(request: Request, sink: FileSink, user_id: uuid.UUID, pr
         raise ApiError(400, "bad_upload", str(exc)) from None
     await run_in_threadpool(sink.commit)
     return await run_in_threadpool(
-        _with_session, request, _insert_asset, user_id, project_id, sink, upload, settings.user_storage_quota_bytes
+        with_session, request, _insert_asset, user_id, project_id, sink, upload, settings.user_storage_quota_bytes
     )
 
 
@@ -190,12 +187,6 @@ def delete_asset(
     db.commit()
     remove_files(request.app.state.settings.assets_dir, [asset.storage_path])
     return Response(status_code=204)
-
-
-def _with_session(request: Request, operation: Callable[..., T], *args: object) -> T:
-    """Run ``operation(db, *args)`` in its own session (for the async upload endpoint)."""
-    with request.app.state.session_factory() as db:
-        return operation(db, *args)
 
 
 def _insert_asset(

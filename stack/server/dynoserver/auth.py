@@ -35,9 +35,8 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from dynoserver import throttle, tokens
-from dynoserver.db import get_db
+from dynoserver.db import get_db, with_session
 from dynoserver.errors import ApiError, error_responses, unauthorized
-from dynoserver.keys import KeySet
 from dynoserver.limits import JsonGuardRoute
 from dynoserver.models import Session as AuthSession
 from dynoserver.models import User
@@ -111,9 +110,9 @@ async def register(body: Credentials, request: Request) -> User:
     async with _refusals_answered_late(request):
         _shed_if_saturated(request)
         account = throttle.account_key(body.email)
-        await run_in_threadpool(_with_db, request, _admit, request, account)
+        await run_in_threadpool(with_session, request, _admit, request, account)
         password_hash = await _hash(request, body.password)
-    return await run_in_threadpool(_with_db, request, _insert_user, request, body.email, password_hash, account)
+    return await run_in_threadpool(with_session, request, _insert_user, request, body.email, password_hash, account)
 
 
 @router.post("/login", response_model=TokenPair, responses=error_responses(401, 429, 503))
@@ -122,16 +121,16 @@ async def login(body: Credentials, request: Request, response: Response) -> Toke
     async with _refusals_answered_late(request):
         _shed_if_saturated(request)
         account = throttle.account_key(body.email)
-        user = await run_in_threadpool(_with_db, request, _admitted_user, request, body.email, account)
+        user = await run_in_threadpool(with_session, request, _admitted_user, request, body.email, account)
         try:
             matches = await passwords.verify(user.password_hash if user else None, body.password)
         except Overloaded:
             raise _busy() from None
     if not matches:
-        await run_in_threadpool(_with_db, request, _count_failure, request, account)
+        await run_in_threadpool(with_session, request, _count_failure, request, account)
         raise unauthorized("wrong email or password")
     new_hash = await _hash(request, body.password) if passwords.needs_rehash(user.password_hash) else None
-    return await run_in_threadpool(_with_db, request, _logged_in, request, response, user.id, new_hash, account)
+    return await run_in_threadpool(with_session, request, _logged_in, request, response, user.id, new_hash, account)
 
 
 @router.post("/refresh", response_model=TokenPair, responses=error_responses(401, 403))
@@ -177,12 +176,6 @@ def me(user_id: uuid.UUID = Depends(current_user_id), db: Session = Depends(get_
 
 
 # -- login and register ------------------------------------------------------------------
-
-
-def _with_db(request: Request, operation, *args):
-    """Run ``operation(db, *args)`` in a short session of its own (for the async endpoints)."""
-    with request.app.state.session_factory() as db:
-        return operation(db, *args)
 
 
 @asynccontextmanager
