@@ -35,3 +35,19 @@ def test_escape_controls_is_reversible_and_leaves_plain_text_alone():
     assert escape_controls("/projects/ü") == "/projects/ü"
     assert escape_controls("a\\b\nc\x1b\x85") == "a\\\\b\\nc\\x1b\\x85"
     assert escape_controls(42) == 42
+
+
+def test_a_traceback_cannot_forge_a_line(capsys):
+    import logging
+
+    from dynoserver.logs import configure_logging
+
+    configure_logging(development=True)
+    try:
+        raise ValueError("bad path /x\n" + FORGED)
+    except ValueError:
+        logging.getLogger("dynoserver.test").exception("unexpected")
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("dynoserver.test: unexpected")
+    assert all(line.startswith("  | ") for line in lines[1:]) and len(lines) > 2

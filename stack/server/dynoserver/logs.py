@@ -7,8 +7,8 @@ client address are logged: no headers, bodies or tokens.
 
 Every logged field and message is passed through ``escape_controls`` in both
 formats: a request path may hold a decoded ``%0A`` or a terminal escape, and
-must not be able to write a forged line or recolour a terminal. Tracebacks
-(server-made text) keep their line breaks.
+must not be able to write a forged line or recolour a terminal. In the text
+format a traceback keeps its line breaks, each of its lines marked with ``  | ``.
 """
 
 from __future__ import annotations
@@ -54,8 +54,14 @@ class TextFormatter(logging.Formatter):
             record.asctime = self.formatTime(record, self.datefmt)
         text = self.formatMessage(record)
         if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+            text += "\n" + _traceback_block(self.formatException(record.exc_info))
         return text
+
+
+def _traceback_block(traceback: str) -> str:
+    """Each traceback line marked and escaped: an exception message holding a request's
+    text cannot start a line that looks like a log entry."""
+    return "\n".join("  | " + str(escape_controls(line)) for line in traceback.split("\n"))
 
 
 class JsonFormatter(logging.Formatter):
@@ -68,7 +74,7 @@ class JsonFormatter(logging.Formatter):
         }
         entry.update({name: escape_controls(getattr(record, name)) for name in _ACCESS_FIELDS if hasattr(record, name)})
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = escape_controls(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 
