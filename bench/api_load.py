@@ -8,6 +8,16 @@ scenario is bounded in time (--duration, at most 15 s) and in requests
 - health         GET /health (no database, no auth): the baseline of the run
 - projects_list  authenticated GET /projects (20 projects)
 - login          POST /auth/login (argon2id at the server's default cost)
+- projects_jwt_only  the same read on a second server whose access check is the JWT
+                 alone (no per-request session query): the difference is what the
+                 session check costs (issue 8)
+- health_during_huge_bodies  GET /health while 4 clients post ~200 KB JSON bodies with
+                 15,000 unknown keys (the most that fits the 256 KiB JSON limit; issue 8:
+                 650 KB of 60,000 keys once held the loop 0.44 s each, now a 413)
+- projects_during_flood  the same read while FLOOD_CLIENTS other clients send logins
+                 back to back (not honouring Retry-After), compared with the idle p50
+                 (issue 8: at most 2x). The address throttle is raised for the bench, so
+                 that the hashing pool, not the throttle, is what holds the flood back.
 
 Latency is measured by the client, so it includes the client's own overhead.
 
@@ -22,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import http.client
 import json
 import multiprocessing
@@ -48,6 +59,8 @@ BENCH_DB = "dyno_bench"
 PASSWORD = "benchmark password"
 SEEDED_PROJECTS = 20
 START_DELAY = 1.0  # seconds for every worker to connect and warm up before the common start
+FLOOD_CLIENTS = 60
+FLOOD_RAMP = 2.0  # seconds the flood runs before the reads are measured
 
 
 @dataclass(frozen=True)
@@ -137,22 +150,23 @@ def migrate(url: str) -> None:
 
 
 @contextlib.contextmanager
-def api_server(database_url: str) -> Iterator[str]:
+def api_server(database_url: str, keys: dict[str, str], factory: str = "dynoserver.app:create_app") -> Iterator[str]:
     """One uvicorn process with the production entry point; yields its base URL."""
     port = free_port()
     assets = searchable_tempdir("dyno-bench-assets-")
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
-        "JWT_ACCESS_TOKEN_SECRET": secrets.token_urlsafe(32),
-        "JWT_REFRESH_TOKEN_SECRET": secrets.token_urlsafe(32),
+        **keys,  # shared by the bench's servers, so that one token works on both
         "STATUS": "production",
         "ASSETS_DIR": str(assets),
+        "AUTH_ADDRESS_ATTEMPTS": "1000000000",  # every bench client shares 127.0.0.1
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     for name in ("JWT_KEYS_FILE", "ARGON2_TIME_COST", "ARGON2_MEMORY_KIB", "ARGON2_PARALLELISM"):
         env.pop(name, None)  # measure the defaults
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "dynoserver.app:create_app", "--factory",
+        [sys.executable, "-m", "uvicorn", factory, "--factory",
          "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -250,6 +264,67 @@ def run_scenario(pool, base_url: str, scenario: Scenario, token: str, args: argp
     )
 
 
+@dataclass(frozen=True)
+class Flood:
+    """Background clients sending one request back to back while a scenario is measured."""
+
+    name: str
+    clients: int
+    path: str
+    body: bytes
+    headers: dict
+
+
+def flood_worker(port: int, flood: Flood, stop) -> None:
+    """``flood.clients`` threads, each sending its request back to back until ``stop`` is set."""
+    import threading
+
+    scenario = Scenario(flood.name, "POST", flood.path, 0)
+
+    def one_client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        with contextlib.closing(connection):
+            while not stop.is_set():
+                try:
+                    send(connection, scenario, flood.body, flood.headers)
+                except (OSError, http.client.HTTPException):
+                    connection.close()
+
+    threads = [threading.Thread(target=one_client, daemon=True) for _ in range(flood.clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=70)
+
+
+def run_during_flood(pool, base_url: str, flood: Flood, measured: Scenario, token: str,
+                     args: argparse.Namespace) -> Outcome:
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    process = context.Process(target=flood_worker, args=(urlsplit(base_url).port, flood, stop))
+    process.start()
+    try:
+        time.sleep(FLOOD_RAMP)
+        return run_scenario(pool, base_url, measured, token, args)
+    finally:
+        stop.set()
+        process.join(timeout=90)
+        if process.is_alive():
+            process.terminate()
+
+
+def login_flood(credentials: dict) -> Flood:
+    body = json.dumps(credentials).encode()
+    return Flood("login_flood", FLOOD_CLIENTS, "/auth/login", body, {"Content-Type": "application/json"})
+
+
+def huge_body_flood(token: str) -> Flood:
+    """The issue's probe scaled to the JSON body limit: ~200 KB of 15,000 unknown keys, from 4 clients."""
+    body = json.dumps({"name": "x", **{f"unknown_key_{i:05d}": 1 for i in range(15_000)}}).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    return Flood("huge_body_flood", 4, "/projects", body, headers)
+
+
 def report(outcome: Outcome, baseline_rps: float, concurrency: int) -> str:
     return (
         f"api_load {outcome.scenario:<14} {outcome.rps:8.1f} req/s  p50 {outcome.p50_ms:7.2f} ms  "
@@ -274,18 +349,41 @@ def main() -> None:
     args = parse_args()
     with contextlib.ExitStack() as stack:
         admin_url = args.database_url or stack.enter_context(embedded_postgres())
-        base_url = stack.enter_context(api_server(stack.enter_context(bench_database(admin_url))))
+        database_url = stack.enter_context(bench_database(admin_url))
+        keys = {name: secrets.token_urlsafe(32) for name in ("JWT_ACCESS_TOKEN_SECRET", "JWT_REFRESH_TOKEN_SECRET")}
+        base_url = stack.enter_context(api_server(database_url, keys))
         credentials, token = seed(base_url)
+        read = Scenario("projects_list", "GET", f"/projects?limit={SEEDED_PROJECTS}", 200, auth=True)
         scenarios = [
             Scenario("health", "GET", "/health", 200),
-            Scenario("projects_list", "GET", f"/projects?limit={SEEDED_PROJECTS}", 200, auth=True),
+            read,
             Scenario("login", "POST", "/auth/login", 200, body=credentials),
         ]
         pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(args.concurrency))
         outcomes = [run_scenario(pool, base_url, scenario, token, args) for scenario in scenarios]
+        reads_flood = dataclasses.replace(read, name="projects_during_flood")
+        flooded = run_during_flood(pool, base_url, login_flood(credentials), reads_flood, token, args)
+        health_flood = Scenario("health_during_huge_bodies", "GET", "/health", 200)
+        huge = run_during_flood(pool, base_url, huge_body_flood(token), health_flood, token, args)
+        jwt_only_url = stack.enter_context(api_server(database_url, keys, "bench.jwt_only_app:create_app"))
+        jwt_only = run_scenario(pool, jwt_only_url, dataclasses.replace(read, name="projects_jwt_only"), token, args)
     print(f"# api_load: 1 uvicorn process, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
-    for outcome in outcomes:
+    for outcome in [*outcomes, jwt_only, flooded, huge]:
         print(report(outcome, outcomes[0].rps, args.concurrency))
+    idle = outcomes[1]
+    print(
+        f"api_load session_check   p50 {idle.p50_ms - jwt_only.p50_ms:+.2f} ms per authenticated read "
+        f"({idle.p50_ms:.2f} ms with the check, {jwt_only.p50_ms:.2f} ms JWT only; "
+        f"{idle.p50_ms / jwt_only.p50_ms:.2f}x)"
+    )
+    print(
+        f"api_load login_flood     p50 of authenticated reads during a {FLOOD_CLIENTS}-client login flood: "
+        f"{flooded.p50_ms:.2f} ms vs {idle.p50_ms:.2f} ms idle = {flooded.p50_ms / idle.p50_ms:.2f}x (goal <= 2x)"
+    )
+    print(
+        f"api_load huge_bodies     p50 of /health while 4 clients post 200 KB bodies of 15,000 unknown keys: "
+        f"{huge.p50_ms:.2f} ms vs {outcomes[0].p50_ms:.2f} ms idle = {huge.p50_ms / outcomes[0].p50_ms:.2f}x"
+    )
 
 
 if __name__ == "__main__":

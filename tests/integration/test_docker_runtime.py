@@ -80,7 +80,7 @@ def test_docker_lifecycle(docker_stack):
     run = docker_stack
     up = docker_json(run, "up", "--build", "--timeout", "600")
     assert up["runtime"] == "docker"
-    assert [r["revision"] for r in up["migrations"]["revisions"]] == ["0001"]
+    assert [r["revision"] for r in up["migrations"]["revisions"]] == ["0001", "0002"]
     with urllib.request.urlopen(f"{run.api}/ready", timeout=10) as response:
         assert response.status == 200
 
@@ -92,10 +92,10 @@ def test_docker_lifecycle(docker_stack):
     assert by_name["db"]["state"] == "running" and by_name["db"]["health"] == "healthy"
     assert by_name["server"]["state"] == "running" and by_name["server"]["health"] == "healthy"
     assert by_name["server"]["address"] == f"127.0.0.1:{run.api.rsplit(':', 1)[1]}"
-    assert status["schema"]["current"] == status["schema"]["head"] == "0001"
+    assert status["schema"]["current"] == status["schema"]["head"] == "0002"
 
     migrate = docker_json(run, "migrate", "status")
-    assert migrate["pending"] == [] and migrate["current"] == "0001"
+    assert migrate["pending"] == [] and migrate["current"] == "0002"
 
     logs = docker_json(run, "logs", "server", "--tail", "20")
     assert any("/ready" in r["line"] for r in logs)

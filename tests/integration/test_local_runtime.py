@@ -71,7 +71,7 @@ def test_full_lifecycle(stack):
     result, data = local_json(stack, "up")
     assert result.exit_code == 0, result.stderr
     assert data["started"] == ["db", "server"]
-    assert [r["revision"] for r in data["migrations"]["revisions"]] == ["0001"]
+    assert [r["revision"] for r in data["migrations"]["revisions"]] == ["0001", "0002"]
     assert data["urls"]["api"] == stack.api
     assert http_status(f"{stack.api}/ready") == 200
 
@@ -86,8 +86,8 @@ def test_full_lifecycle(stack):
     _, status = local_json(stack, "status")
     assert {(s["service"], s["state"], s["health"]) for s in status["services"]} == {
         ("db", "running", "healthy"), ("server", "running", "healthy")}
-    assert status["schema"] == {"current": "0001", "head": "0001", "pending": []}
-    assert "schema: 0001 (head 0001, up to date)" in local(stack, "status").stdout
+    assert status["schema"] == {"current": "0002", "head": "0002", "pending": []}
+    assert "schema: 0002 (head 0002, up to date)" in local(stack, "status").stdout
     # auto keeps to the runtime this project's stack is running on, engine or not.
     assert json.loads(stack("--json", "status").stdout)["runtime"] == "local"
 
@@ -109,26 +109,26 @@ def test_full_lifecycle(stack):
 def test_migrate_commands(stack):
     assert local(stack, "up").exit_code == 0
     _, st = local_json(stack, "migrate", "status")
-    assert st["current"] == st["head"] == "0001"
+    assert st["current"] == st["head"] == "0002"
     _, hist = local_json(stack, "migrate", "history")
-    assert [r["revision"] for r in hist] == ["0001"]
+    assert [r["revision"] for r in hist] == ["0001", "0002"]
 
     refused = local(stack, "migrate", "down", "base")  # no TTY, no --yes
     assert refused.exit_code == ExitStatus.REFUSED
     assert "0001" in refused.stderr
-    assert local_json(stack, "migrate", "status")[1]["current"] == "0001"  # untouched
+    assert local_json(stack, "migrate", "status")[1]["current"] == "0002"  # untouched
 
     _, plan = local_json(stack, "migrate", "down", "base", "--dry-run")
-    assert [r["revision"] for r in plan["revisions"]] == ["0001"]
-    assert local_json(stack, "migrate", "status")[1]["current"] == "0001"
+    assert [r["revision"] for r in plan["revisions"]] == ["0002", "0001"]
+    assert local_json(stack, "migrate", "status")[1]["current"] == "0002"
 
     result, done = local_json(stack, "migrate", "down", "base", "--yes")
     assert result.exit_code == 0 and done["after"] is None
     assert http_status(f"{stack.api}/ready") == 503
-    assert [r["revision"] for r in local_json(stack, "migrate", "status")[1]["pending"]] == ["0001"]
+    assert [r["revision"] for r in local_json(stack, "migrate", "status")[1]["pending"]] == ["0001", "0002"]
 
     result = local(stack, "migrate")  # bare migrate = up to head
-    assert result.exit_code == 0 and "now at 0001" in result.stdout
+    assert result.exit_code == 0 and "now at 0002" in result.stdout
     assert http_status(f"{stack.api}/ready") == 200
 
     assert local(stack, "migrate", "down", "nonexistent", "--yes").exit_code == ExitStatus.USAGE

@@ -56,6 +56,9 @@ def make_settings(database_url: str, assets_dir: Path, **overrides) -> Settings:
         argon2_time_cost=1,
         argon2_memory_kib=8,
         argon2_parallelism=1,
+        # Every test client comes from one address; tests of the limit set their own.
+        auth_address_attempts=100_000,
+        auth_refusal_delay_ms=1,  # refusals answered at once (the delay is for floods)
     )
     return Settings(**{**defaults, **overrides})
 

@@ -113,7 +113,7 @@ def test_upload_attached_to_a_task(client, alice, project_url):
 def test_upload_for_a_foreign_task_is_refused_and_leaves_no_file(client, alice, project_url, assets_dir):
     response = upload(client, alice, project_url, b"data", data={"task_id": str(uuid.uuid4())})
 
-    assert response.status_code == 422
+    assert response.status_code == 404 and response.json()["error"] == "unknown_task"
     assert stored_files(assets_dir) == []
 
 
@@ -227,3 +227,58 @@ def test_cancelled_upload_never_leaves_a_row_without_its_file(client, alice, pro
         engine.dispose()
 
     assert stored_files(assets_dir) == [storage_path]
+
+
+# -- issue 8: safe downloads, undeclared fields, the storage quota ---------------------------
+
+
+@pytest.mark.parametrize(
+    "declared", ["text/html", "image/svg+xml", "application/xhtml+xml", "text/xml", "application/javascript"]
+)
+def test_active_content_is_served_as_an_opaque_download(client, alice, project_url, declared):
+    asset = upload(client, alice, project_url, b"<script>alert(document.cookie)</script>", content_type=declared)
+
+    downloaded = client.get(f"{project_url}/assets/{asset.json()['id']}/content", headers=alice.headers)
+
+    assert asset.json()["content_type"] == declared  # the record keeps what the uploader said
+    assert downloaded.headers["content-type"] == "application/octet-stream"
+    assert downloaded.headers["content-disposition"].startswith("attachment;")
+    assert downloaded.headers["x-content-type-options"] == "nosniff"
+    assert downloaded.headers["content-security-policy"].startswith("sandbox")
+
+
+def test_passive_content_keeps_its_type(client, alice, project_url):
+    asset = upload(client, alice, project_url, b"\x89PNG....", content_type="image/png").json()
+
+    downloaded = client.get(f"{project_url}/assets/{asset['id']}/content", headers=alice.headers)
+
+    assert downloaded.headers["content-type"] == "image/png"
+    assert downloaded.headers["content-security-policy"].startswith("sandbox")
+
+
+def test_undeclared_multipart_fields_are_refused(client, alice, project_url, assets_dir):
+    response = upload(client, alice, project_url, b"x", data={"owner_id": "someone else"})
+
+    assert response.status_code == 400 and response.json()["error"] == "bad_upload"
+    assert "owner_id" in response.json()["message"]
+    assert stored_files(assets_dir) == []
+
+
+def test_storage_quota_is_per_user_across_projects(database_url, assets_dir):
+    quota = 3 * 1024
+    settings = make_settings(database_url, assets_dir, max_upload_bytes=LIMIT, user_storage_quota_bytes=quota)
+    with TestClient(create_app(settings)) as client:
+        alice, bob = sign_up(client), sign_up(client)
+        first, second = (f"/projects/{create_project(client, alice, name)['id']}" for name in ("one", "two"))
+        bobs = f"/projects/{create_project(client, bob)['id']}"
+
+        assert upload(client, alice, first, b"a" * 2048).status_code == 201
+        over = upload(client, alice, second, b"b" * 2048)  # crosses the quota while streaming
+        exact = upload(client, alice, second, b"c" * 1024)  # fills it exactly
+        full = upload(client, alice, first, b"d")  # refused before any byte is stored
+        others = upload(client, bob, bobs, b"e" * 2048)
+
+    assert over.status_code == full.status_code == 413
+    assert over.json()["error"] == full.json()["error"] == "quota_exceeded"
+    assert exact.status_code == 201 and others.status_code == 201
+    assert len(stored_files(assets_dir)) == 3

@@ -95,10 +95,20 @@ def test_refresh_rotates_the_refresh_token(client, database_url):
     assert row.last_used_at is not None and row.revoked_at is None
 
 
+def end_grace(database_url, session_id):
+    """Move the session's last rotation out of the refresh grace."""
+    engine = db_engine(database_url)
+    with engine.begin() as connection:
+        past = datetime.now(timezone.utc) - timedelta(hours=1)
+        connection.execute(update(AuthSession).where(AuthSession.id == session_id).values(rotated_at=past))
+    engine.dispose()
+
+
 def test_reusing_a_rotated_refresh_token_revokes_the_whole_session(client, database_url):
     account = sign_up(client)
     first = account.tokens["refresh_token"]
     second = refresh(client, first).json()["refresh_token"]
+    end_grace(database_url, session_id_of(client, first))
 
     replay = refresh(client, first)
 

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from dynoserver import assets, auth, health, projects, tasks
+from dynoserver import assets, auth, health, openapi, projects, tasks
 from dynoserver.db import create_db_engine, create_session_factory
 from dynoserver.errors import InternalErrorMiddleware, install_error_handlers
 from dynoserver.keys import KeyConfigError, KeyStore
@@ -24,6 +24,7 @@ from dynoserver.limits import JSON_BODY_LIMIT, BodyLimitMiddleware
 from dynoserver.logs import AccessLogMiddleware, configure_logging
 from dynoserver.passwords import Passwords
 from dynoserver.settings import Settings
+from dynoserver.throttle import Throttle
 from dynoserver.uploads import MULTIPART_OVERHEAD
 
 log = logging.getLogger("dynoserver")
@@ -38,11 +39,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.keys = KeyStore(settings.jwt_keys_file, settings.access_token_secret, settings.refresh_token_secret)
     app.state.passwords = Passwords(settings)
+    app.state.throttle = Throttle(settings.auth_window_seconds)
     app.state.engine = create_db_engine(settings.database_url)
     app.state.session_factory = create_session_factory(app.state.engine)
     install_error_handlers(app)
     for module in (health, auth, projects, tasks, assets):
         app.include_router(module.router)
+    openapi.install(app)
     # Each add_middleware wraps the previous ones. CORS sits right inside the access
     # log, so every answer a browser may read carries its headers: the body limit's
     # 413 and the JSON 500 are produced inside it.
@@ -89,6 +92,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         stop_reloading()
+        app.state.passwords.close()
         app.state.engine.dispose()
 
 

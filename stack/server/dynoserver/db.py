@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from fastapi import Request
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from dynoserver.dburl import sqlalchemy_url
+
+T = TypeVar("T")
 
 
 def create_db_engine(database_url: str) -> Engine:
@@ -33,3 +36,9 @@ def get_db(request: Request) -> Iterator[Session]:
     """FastAPI dependency: one ORM session per request, closed afterwards."""
     with request.app.state.session_factory() as session:
         yield session
+
+
+def with_session(request: Request, operation: Callable[..., T], *args: object) -> T:
+    """Run ``operation(db, *args)`` in a short session of its own (async endpoints call it in a thread)."""
+    with request.app.state.session_factory() as session:
+        return operation(session, *args)

@@ -1,7 +1,11 @@
 """Every error leaves the server as JSON: ``{"error": <code>, "message": <text>}``.
 
 Validation errors add ``details`` (location, message, type) but never echo the
-submitted values back, since they may be passwords or tokens.
+submitted values back, since they may be passwords or tokens. At most
+``MAX_ERROR_DETAILS`` are listed (``details_total`` says how many there were):
+a body with 60,000 unknown keys must not buy a 5 MB answer.
+
+``error_responses`` declares these bodies in the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,6 +33,42 @@ _HTTP_ERROR_CODES = {
     413: "too_large",
     416: "range_not_satisfiable",
 }
+
+
+MAX_ERROR_DETAILS = 20
+
+DESCRIPTIONS = {
+    400: "Bad request (e.g. a malformed upload)",
+    401: "Missing, invalid or expired credentials, or the session has ended",
+    403: "Refused: the request comes from another origin",
+    404: "Not found (or not yours)",
+    409: "Conflict with the current state",
+    413: "The body, the file or the storage quota is too large",
+    416: "The requested range is not satisfiable",
+    422: "The request is invalid",
+    429: "Too many attempts: retry after Retry-After seconds",
+    503: "Temporarily unavailable (database unreachable, or busy: see Retry-After)",
+}
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API."""
+
+    error: str
+    message: str
+    details: list[ErrorDetail] | None = None  # validation errors only
+    details_total: int | None = None  # validation errors only
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict]:
+    """The ``responses=`` of a route: each status with the error body."""
+    return {status: {"model": ErrorBody, "description": DESCRIPTIONS[status]} for status in statuses}
 
 
 class ApiError(Exception):
@@ -70,8 +111,11 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-    return error_response(422, "validation_error", "the request is invalid", details=details)
+    errors = exc.errors()
+    details = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:MAX_ERROR_DETAILS]]
+    return error_response(
+        422, "validation_error", "the request is invalid", details=details, details_total=len(errors)
+    )
 
 
 async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:

@@ -4,12 +4,18 @@ STATUS=development writes human text; STATUS=production writes one JSON object
 per line. Both go to stdout, where ``docker logs`` and dynoctl's local runtime
 collect them. Only method, path (never the query string), status, duration and
 client address are logged: no headers, bodies or tokens.
+
+Every logged field and message is passed through ``escape_controls`` in both
+formats: a request path may hold a decoded ``%0A`` or a terminal escape, and
+must not be able to write a forged line or recolour a terminal. In the text
+format a traceback keeps its line breaks, each of its lines marked with ``  | ``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -19,6 +25,43 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 access_log = logging.getLogger("dynoserver.access")
 
 _ACCESS_FIELDS = ("method", "path", "status", "duration_ms", "client")
+# C0 controls, DEL, C1 controls and the Unicode line/paragraph separators: each can
+# end a line or drive a terminal in some log viewer.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(value: object) -> object:
+    """Strings with control characters written as visible escapes (\\n, \\x1b, \\u2028); other values as they are."""
+    if not isinstance(value, str) or not _CONTROLS.search(value):
+        return value
+    return _CONTROLS.sub(_escape_one, value.replace("\\", "\\\\"))
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group()
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char)
+    if named:
+        return named
+    return f"\\x{ord(char):02x}" if ord(char) <= 0xFF else f"\\u{ord(char):04x}"
+
+
+class TextFormatter(logging.Formatter):
+    """The development format, with the message escaped (the traceback is appended after)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.getMessage())
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        text = self.formatMessage(record)
+        if record.exc_info:
+            text += "\n" + _traceback_block(self.formatException(record.exc_info))
+        return text
+
+
+def _traceback_block(traceback: str) -> str:
+    """Each traceback line marked and escaped: an exception message holding a request's
+    text cannot start a line that looks like a log entry."""
+    return "\n".join("  | " + str(escape_controls(line)) for line in traceback.split("\n"))
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,11 +70,11 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": escape_controls(record.getMessage()),
         }
-        entry.update({name: getattr(record, name) for name in _ACCESS_FIELDS if hasattr(record, name)})
+        entry.update({name: escape_controls(getattr(record, name)) for name in _ACCESS_FIELDS if hasattr(record, name)})
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = escape_controls(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 
@@ -42,7 +85,7 @@ def configure_logging(development: bool) -> None:
     """
     handler = logging.StreamHandler(sys.stdout)
     if development:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         handler.setFormatter(JsonFormatter())
     for name in ("dynoserver", "uvicorn"):

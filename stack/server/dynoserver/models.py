@@ -10,6 +10,9 @@ Maintenance queries these tables directly:
 - ``projects``: archived when ``archived_at`` is set.
 - ``assets``: one row per stored file; the file layout is described in
   ``dynoserver.storage``.
+- ``auth_throttle``: one counter per throttled key (client address or account)
+  and window; stale once ``window_started_at`` is older than the server's
+  AUTH_WINDOW_SECONDS (the server deletes such rows itself, now and then).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Text,
@@ -35,7 +39,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 # The alembic revision these models correspond to. /ready compares the database
 # with it; a test keeps it equal to the head of migrations/ (the container image
 # carries dynoserver without the migrations directory).
-SCHEMA_HEAD_REVISION = "0001"
+SCHEMA_HEAD_REVISION = "0002"
 
 TASK_STATUSES = ("todo", "in_progress", "done")
 
@@ -85,6 +89,11 @@ class Session(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     user_agent: Mapped[str | None] = mapped_column(String(512))
     ip: Mapped[str | None] = mapped_column(String(64))
+    # Refresh tokens carry the generation they were issued for; each rotation adds
+    # one. Within the grace after ``rotated_at`` the previous generation still
+    # refreshes (parallel tabs, retries); later it is a reused token.
+    refresh_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Project(Base):
@@ -136,3 +145,13 @@ class Asset(Base):
     created_at: Mapped[datetime] = _created_at()
 
     __table_args__ = (Index(None, "created_at"),)
+
+
+class AuthThrottle(Base):
+    """A fixed-window counter of login/register attempts, shared by every server process."""
+
+    __tablename__ = "auth_throttle"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)  # "address:<ip>" or "account:<sha256>"
+    window_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    hits: Mapped[int] = mapped_column(Integer)

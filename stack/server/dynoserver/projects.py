@@ -12,13 +12,14 @@ from sqlalchemy.orm import Session
 
 from dynoserver.auth import current_user_id
 from dynoserver.db import get_db
-from dynoserver.errors import unauthorized
+from dynoserver.errors import error_responses, unauthorized
+from dynoserver.limits import JsonGuardRoute
 from dynoserver.models import Asset, Project
 from dynoserver.ownership import owned_project, writable_project
 from dynoserver.schemas import ProjectCreate, ProjectOut, ProjectUpdate
 from dynoserver.storage import remove_files
 
-router = APIRouter(prefix="/projects", tags=["projects"])
+router = APIRouter(prefix="/projects", tags=["projects"], route_class=JsonGuardRoute)
 
 MAX_PAGE = 200
 MAX_OFFSET = 1_000_000  # keeps OFFSET within what PostgreSQL plans sensibly
@@ -53,8 +54,7 @@ def create_project(
         db.commit()
     except IntegrityError:
         # The only constraint a validated body can break is the owner foreign key: the
-        # token is valid but its user is gone (deleted, or a restore predates it).
-        # Mapped here, where it can happen, so that current_user_id stays free of I/O.
+        # user was deleted between current_user_id's session check and this insert.
         raise unauthorized("the account no longer exists") from None
     return project
 
@@ -66,7 +66,7 @@ def get_project(
     return owned_project(db, user_id, project_id)
 
 
-@router.patch("/{project_id}", response_model=ProjectOut)
+@router.patch("/{project_id}", response_model=ProjectOut, responses=error_responses(409))
 def update_project(
     project_id: uuid.UUID,
     body: ProjectUpdate,

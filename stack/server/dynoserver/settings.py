@@ -16,6 +16,14 @@
 | ARGON2_TIME_COST           | 3                       | argon2id iterations                            |
 | ARGON2_MEMORY_KIB          | 65536                   | argon2id memory in KiB                         |
 | ARGON2_PARALLELISM         | 4                       | argon2id lanes                                 |
+| PASSWORD_HASH_WORKERS      | half the CPUs (>= 1)    | threads hashing passwords (their own pool)     |
+| PASSWORD_HASH_QUEUE        | 16                      | hashes that may wait; beyond: 503 Retry-After  |
+| AUTH_WINDOW_SECONDS        | 300                     | window of the two login/register limits below  |
+| AUTH_ACCOUNT_FAILURES      | 10                      | failed logins per account per window           |
+| AUTH_ADDRESS_ATTEMPTS      | 100                     | logins + registers per client address / window |
+| AUTH_REFUSAL_DELAY_MS      | 1000                    | a 429/503 of login/register is answered late   |
+| REFRESH_GRACE_SECONDS      | 10                      | a just-rotated refresh token still refreshes   |
+| USER_STORAGE_QUOTA_BYTES   | 1073741824 (1 GiB)      | total upload bytes per user (all projects)     |
 """
 
 from __future__ import annotations
@@ -49,6 +57,14 @@ class Settings:
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
+    password_hash_workers: int = field(default_factory=lambda: max(1, (os.cpu_count() or 1) // 2))
+    password_hash_queue: int = 16
+    auth_window_seconds: int = 300
+    auth_account_failures: int = 10
+    auth_address_attempts: int = 100
+    auth_refusal_delay_ms: int = 1000
+    refresh_grace_seconds: int = 10
+    user_storage_quota_bytes: int = 1024 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -75,6 +91,14 @@ class Settings:
             "argon2_time_cost": _int(env, "ARGON2_TIME_COST"),
             "argon2_memory_kib": _int(env, "ARGON2_MEMORY_KIB"),
             "argon2_parallelism": _int(env, "ARGON2_PARALLELISM"),
+            "password_hash_workers": _int(env, "PASSWORD_HASH_WORKERS"),
+            "password_hash_queue": _int(env, "PASSWORD_HASH_QUEUE"),
+            "auth_window_seconds": _int(env, "AUTH_WINDOW_SECONDS"),
+            "auth_account_failures": _int(env, "AUTH_ACCOUNT_FAILURES"),
+            "auth_address_attempts": _int(env, "AUTH_ADDRESS_ATTEMPTS"),
+            "auth_refusal_delay_ms": _int(env, "AUTH_REFUSAL_DELAY_MS"),
+            "refresh_grace_seconds": _int(env, "REFRESH_GRACE_SECONDS"),
+            "user_storage_quota_bytes": _int(env, "USER_STORAGE_QUOTA_BYTES"),
         }
         return cls(
             database_url=env.get("DATABASE_URL", ""),

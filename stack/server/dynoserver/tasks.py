@@ -9,13 +9,14 @@ from sqlalchemy.orm import Session
 
 from dynoserver.auth import current_user_id
 from dynoserver.db import get_db
-from dynoserver.errors import ApiError, not_found
+from dynoserver.errors import ApiError, error_responses, not_found
+from dynoserver.limits import JsonGuardRoute
 from dynoserver.models import Task, User
 from dynoserver.ownership import owned_project, writable_project
 from dynoserver.projects import MAX_OFFSET, MAX_PAGE
 from dynoserver.schemas import TaskCreate, TaskOut, TaskStatus, TaskUpdate
 
-router = APIRouter(prefix="/projects/{project_id}/tasks", tags=["tasks"])
+router = APIRouter(prefix="/projects/{project_id}/tasks", tags=["tasks"], route_class=JsonGuardRoute)
 
 
 @router.get("", response_model=list[TaskOut])
@@ -34,7 +35,7 @@ def list_tasks(
     return list(db.scalars(query.order_by(Task.created_at, Task.id).limit(limit).offset(offset)))
 
 
-@router.post("", status_code=201, response_model=TaskOut)
+@router.post("", status_code=201, response_model=TaskOut, responses=error_responses(409))
 def create_task(
     project_id: uuid.UUID,
     body: TaskCreate,
@@ -60,7 +61,7 @@ def get_task(
     return _task_of(db, project_id, task_id)
 
 
-@router.patch("/{task_id}", response_model=TaskOut)
+@router.patch("/{task_id}", response_model=TaskOut, responses=error_responses(409))
 def update_task(
     project_id: uuid.UUID,
     task_id: uuid.UUID,
@@ -78,7 +79,7 @@ def update_task(
     return task
 
 
-@router.delete("/{task_id}", status_code=204)
+@router.delete("/{task_id}", status_code=204, responses=error_responses(409))
 def delete_task(
     project_id: uuid.UUID,
     task_id: uuid.UUID,
@@ -100,4 +101,5 @@ def _task_of(db: Session, project_id: uuid.UUID, task_id: uuid.UUID) -> Task:
 
 def _check_assignee(db: Session, assignee_id: uuid.UUID | None) -> None:
     if assignee_id is not None and db.get(User, assignee_id) is None:
-        raise ApiError(422, "unknown_assignee", "assignee_id does not name an existing user")
+        # 404, not 422: the request is well formed; what it names does not exist.
+        raise ApiError(404, "unknown_assignee", "assignee_id does not name an existing user")

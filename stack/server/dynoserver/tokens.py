@@ -2,7 +2,8 @@
 
 Claims: ``sub`` (user id), ``sid`` (session id), ``typ`` (access|refresh),
 ``iat``, ``exp`` and, for refresh tokens, a random ``jti`` so that every
-rotation yields a distinct token. The header's ``kid`` picks the verifying key.
+rotation yields a distinct token, and ``gen``: the session's refresh
+generation. The header's ``kid`` picks the verifying key.
 """
 
 from __future__ import annotations
@@ -28,14 +29,24 @@ class TokenClaims:
     user_id: uuid.UUID
     session_id: uuid.UUID
     expires_at: int
+    generation: int | None = None  # refresh tokens: the session's rotation count when issued
 
 
-def issue(keyset: KeySet, purpose: str, user_id: uuid.UUID, session_id: uuid.UUID, ttl_seconds: int) -> str:
+def issue(
+    keyset: KeySet,
+    purpose: str,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    ttl_seconds: int,
+    generation: int | None = None,
+) -> str:
     key = keyset.ring(purpose).signing
     now = int(time.time())
     claims = {"sub": str(user_id), "sid": str(session_id), "typ": purpose, "iat": now, "exp": now + ttl_seconds}
     if purpose == "refresh":
         claims["jti"] = secrets.token_urlsafe(16)
+    if generation is not None:
+        claims["gen"] = generation
     return jwt.encode(claims, key.secret, algorithm=ALGORITHM, headers={"kid": key.kid})
 
 
@@ -50,6 +61,9 @@ def verify(keyset: KeySet, purpose: str, token: str) -> TokenClaims:
         )
         if claims["typ"] != purpose:
             raise InvalidToken("wrong token type")
-        return TokenClaims(uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), int(claims["exp"]))
+        generation = claims.get("gen")
+        if generation is not None and (not isinstance(generation, int) or isinstance(generation, bool)):
+            raise InvalidToken("malformed generation")
+        return TokenClaims(uuid.UUID(claims["sub"]), uuid.UUID(claims["sid"]), int(claims["exp"]), generation)
     except (jwt.PyJWTError, ValueError, TypeError, AttributeError) as exc:
         raise InvalidToken(type(exc).__name__) from None

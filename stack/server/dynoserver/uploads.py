@@ -4,8 +4,9 @@ Starlette's form parser spools files to the system temp directory and has no
 size limit for them; here the bytes land in ASSETS_DIR as they arrive and the
 limit stops the transfer as soon as it is crossed.
 
-Accepted shape: exactly one file part named ``file`` plus a few short text
-fields (e.g. ``task_id``).
+Accepted shape: exactly one file part named ``file`` plus the declared short
+text fields (``TEXT_FIELDS``); any other part is refused, as the OpenAPI
+document says.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dynoserver.storage import FileSink
 FILE_FIELD = "file"
 # Allowance for the multipart framing around the file in the request body limit.
 MULTIPART_OVERHEAD = 64 * 1024
-MAX_FIELDS = 8
+TEXT_FIELDS = frozenset({"task_id"})
 MAX_FIELD_BYTES = 1024
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
 
@@ -119,8 +120,8 @@ class _PartCollector:
         _, options = parse_options_header(self._headers.get(b"content-disposition"))
         name = _decode(options.get(b"name", b""))
         if b"filename" not in options:
-            if len(self.fields) >= MAX_FIELDS:
-                raise BadUpload("too many form fields")
+            if name not in TEXT_FIELDS or name in self.fields:
+                raise BadUpload(f"unexpected form field {name[:64]!r}: send '{FILE_FIELD}' and optionally 'task_id'")
             self._field_name = name
             return
         if name != FILE_FIELD or self.file is not None:
