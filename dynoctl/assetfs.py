@@ -43,8 +43,10 @@ def scan(root: str, now: float):
     """Yield (relpath, kind, size, age_seconds) for every file under root except the
     quarantine, one directory at a time (memory follows the largest directory).
 
-    Age counts from the later of mtime and ctime: a file restored from a backup keeps
-    its old mtime, but its ctime is the restore's, so it is young during a restore."""
+    Age counts from mtime, the last write: the server writes ``<id>.part``, renames it
+    and then commits the row, so a file whose last write is older than any upload can
+    take is not in flight. (A restore writes files before rows too, with old mtimes:
+    dynoctl purge does not sweep assets while a restore holds the project lock.)"""
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -61,7 +63,7 @@ def scan(root: str, now: float):
                 continue
             st = entry.stat(follow_symlinks=False)
             kind = classify(rel) if entry.is_file(follow_symlinks=False) else "unknown"
-            yield rel, kind, st.st_size, now - max(st.st_mtime, st.st_ctime)
+            yield rel, kind, st.st_size, now - st.st_mtime
 
 
 def existing(root: str, relpaths):

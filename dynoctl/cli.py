@@ -131,6 +131,8 @@ def _register() -> None:
     app.add_typer(env.app, name="env")
     app.command("history")(history.history)
     app.command("version")(info.version)
+    from dynoctl.commands import purge
+    app.command("purge")(purge.purge)
 
 
 _register()

@@ -20,9 +20,9 @@ Rules every kind keeps (see README, "purge"):
 Purge does not take the project lock (dynoctl.lock): it only deletes what is dead by
 rules that hold under any concurrent writer, so it need not stop a backup or a
 rotation, and a long backup must not starve the nightly purge. The advisory locks
-serialise purges of the same kind; what a restore could race with is covered by the
-age rule of asset files (see ``dynoctl.assetfs.scan``: a restored file is young).
-"""
+serialise purges of the same kind. The one writer it must not race is a restore (files
+come back before their rows, with old mtimes): the command refuses to touch files while
+the project lock's holder is a restore (``restore_running``)."""
 
 from __future__ import annotations
 
@@ -103,17 +103,11 @@ class KindReport:
 class PurgeReport:
     applied: bool
     kinds: list[KindReport]
+    status: str = ""  # "ok" | "partial" (some kinds failed) | "failed" (all did)
 
-    @property
-    def total_candidates(self) -> int:
-        return sum(k.candidates for k in self.kinds)
-
-    @property
-    def status(self) -> str:
+    def __post_init__(self):
         failed = [k for k in self.kinds if k.errors]
-        if not failed:
-            return "ok"
-        return "failed" if len(failed) == len(self.kinds) else "partial"
+        self.status = "ok" if not failed else "failed" if len(failed) == len(self.kinds) else "partial"
 
 
 Progress = Callable[[str, int, int], None]  # (kind, done, total)
@@ -532,6 +526,14 @@ def _apply_body(conn, store, report, options, progress) -> None:
         sweep_dangling_rows(conn, store, report, apply=True, fix=options.fix, progress=progress)
     elif kind == "quarantine":
         quarantine_pass(store, options.retention, report, apply=True)
+
+
+def restore_running(state_dir) -> str | None:
+    """Who holds the project lock, when it is a restore (read only: never taken)."""
+    from dynoctl.lock import read_holder
+
+    holder = read_holder(state_dir)
+    return holder.describe() if holder and "restore" in holder.command else None
 
 
 # -- where the asset files are -----------------------------------------------------
