@@ -133,6 +133,8 @@ def _register() -> None:
     app.command("version")(info.version)
     from dynoctl.commands import purge
     app.command("purge")(purge.purge)
+    from dynoctl.commands import schedule
+    app.add_typer(schedule.app, name="schedule"); app.add_typer(schedule.runner, name="scheduler")
 
 
 _register()
