@@ -233,22 +233,36 @@ def plan_sessions(conn, cutoff: datetime, report: KindReport) -> None:
         report.candidates += n
 
 
+def _session_batch_sql(column: str, where: str, keyset: str, skip_locked: bool) -> str:
+    """One batch: the next stale rows in index order, deleted by tuple id (a TID scan;
+    a join on id would scan the table). The stale condition is repeated in the DELETE
+    so that a row refreshed since the batch was read (PostgreSQL re-checks the newest
+    version) is kept. With ``skip_locked`` the rows are locked first and the app's
+    rows are skipped; without, a row the app holds makes the DELETE wait, which the
+    fast path's tiny lock_timeout turns into a retry with skip_locked."""
+    lock = "FOR UPDATE SKIP LOCKED" if skip_locked else ""
+    return (f"WITH batch AS (SELECT ctid AS t, {column} AS k FROM sessions WHERE {where} {keyset} "
+            f"ORDER BY {column} LIMIT %(n)s {lock}), "
+            f"gone AS (DELETE FROM sessions WHERE ctid = ANY(ARRAY(SELECT t FROM batch)) AND {where} RETURNING 1) "
+            f"SELECT (SELECT count(*) FROM gone), (SELECT max(k) FROM batch)")
+
+
+FAST_PATH_LOCK_TIMEOUT_MS = 20
+
+
 def apply_sessions(conn, cutoff: datetime, report: KindReport, progress: Progress) -> None:
+    """Row locks cost as much as the delete itself (each is a WAL record), so a batch
+    first runs without them under a 20 ms lock_timeout; only a batch that meets a row
+    the app holds is redone with FOR UPDATE SKIP LOCKED."""
     batcher = Batcher(report, durable=False)
     for column, where in _SESSION_PASSES.values():
         last = None  # the highest key of the last batch
         while True:
             keyset = f"AND {column} >= %(last)s" if last is not None else ""
-            # The locked rows are deleted by their tuple id: under our row lock it cannot
-            # change, and a TID scan costs nothing (a join on id would scan the table).
-            sql = (f"WITH batch AS (SELECT ctid AS t, {column} AS k FROM sessions WHERE {where} {keyset} "
-                   f"ORDER BY {column} LIMIT %(n)s FOR UPDATE SKIP LOCKED), "
-                   f"gone AS (DELETE FROM sessions WHERE ctid = ANY(ARRAY(SELECT t FROM batch)) RETURNING 1) "
-                   f"SELECT (SELECT count(*) FROM gone), (SELECT max(k) FROM batch)")
+            params = {"cutoff": cutoff, "n": batcher.size, "last": last}
             try:
-                with batcher.batch(conn):
-                    deleted, k = conn.execute(sql, {"cutoff": cutoff, "n": batcher.size, "last": last}).fetchone()
-            except Exception as exc:  # noqa: BLE001 - a lock we would wait on: skip this stretch
+                deleted, k = _session_batch(conn, batcher, column, where, keyset, params, report)
+            except Exception as exc:  # noqa: BLE001 - a lock we would wait on even so
                 if not _lock_failure(exc):
                     raise
                 report.skip("lock timeout")
@@ -262,6 +276,21 @@ def apply_sessions(conn, cutoff: datetime, report: KindReport, progress: Progres
                 break
             last = k
             progress("sessions", report.deleted, report.candidates)
+
+
+def _session_batch(conn, batcher, column, where, keyset, params, report):
+    try:
+        with batcher.batch(conn):
+            conn.execute(f"SET LOCAL lock_timeout = {FAST_PATH_LOCK_TIMEOUT_MS}")
+            return conn.execute(_session_batch_sql(column, where, keyset, False), params).fetchone()
+    except Exception as exc:  # noqa: BLE001
+        import psycopg.errors as pe
+
+        if not isinstance(exc, pe.LockNotAvailable):
+            raise
+    report.detail["batches_meeting_app_locks"] = report.detail.get("batches_meeting_app_locks", 0) + 1
+    with batcher.batch(conn):
+        return conn.execute(_session_batch_sql(column, where, keyset, True), params).fetchone()
 
 
 # -- projects ----------------------------------------------------------------------

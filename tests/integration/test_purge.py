@@ -125,6 +125,22 @@ def test_sessions_boundary_plan_equals_apply(db):
     assert done.status == "ok" and done.kinds[0].batches >= 1
 
 
+def test_rows_the_app_holds_are_skipped_not_waited_for(db):
+    uid = user(db)
+    held = session(db, uid, NOW - timedelta(days=30))
+    others = [session(db, uid, NOW - timedelta(days=30, seconds=i)) for i in range(1, 40)]
+    app = psycopg.connect(purge.libpq_url(db))
+    try:
+        app.execute("SELECT 1 FROM sessions WHERE id = %s FOR UPDATE", (held,))  # an open transaction
+        done = purge.run(db, None, ["sessions"], options(), apply=True)
+        assert done.status == "ok" and done.kinds[0].deleted == len(others)
+        assert done.kinds[0].detail["batches_meeting_app_locks"] >= 1
+    finally:
+        app.rollback()
+        app.close()
+    assert {r[0] for r in sql(db, "SELECT id FROM sessions")} == {held}
+
+
 def test_second_concurrent_run_is_busy_and_changes_nothing(db):
     uid = user(db)
     session(db, uid, NOW - timedelta(days=30))
