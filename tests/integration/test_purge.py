@@ -326,7 +326,24 @@ def test_cli_json_schema_exit_codes_and_history(db, dynoctl, monkeypatch):
     result = dynoctl("--runtime", "local", "--json", "purge", "sessions", "--apply")
     assert result.exit_code == 0 and json.loads(result.stdout)["kinds"][0]["deleted"] == 1
     assert dynoctl("--runtime", "local", "purge", "--older-than", "3d").exit_code == 2
+    holder = psycopg.connect(purge.libpq_url(db), autocommit=True)
+    try:
+        with purge.kind_lock(holder, "sessions"):
+            busy = dynoctl("--runtime", "local", "purge", "sessions", "--apply")
+            assert busy.exit_code == 75 and "another purge of sessions" in busy.stderr
+    finally:
+        holder.close()
 
     history = json.loads(dynoctl("--json", "history", "purge").stdout)
-    assert [r["status"] for r in history["runs"]] == ["ok", "refused", "ok"]
-    assert history["runs"][-1]["summary"]["deleted"] == 1 and "purge-sessions" in history["last_success"]
+    assert [r["status"] for r in history["runs"]] == ["ok", "refused", "ok", "busy"]
+    assert history["runs"][2]["summary"]["deleted"] == 1 and "purge-sessions" in history["last_success"]
+
+
+def test_durations():
+    from dynoctl.commands.purge import parse_duration
+    from dynoctl.errors import UsageError
+
+    assert parse_duration("7d") == timedelta(days=7) and parse_duration("1d12h") == timedelta(hours=36)
+    for bad in ("7", "d", "7x", "-1d", "7d junk"):
+        with pytest.raises(UsageError):
+            parse_duration(bad)
