@@ -44,8 +44,8 @@ _LOCK_IDS = {kind: i + 1 for i, kind in enumerate(KINDS)}
 LOCK_TIMEOUT_MS = 200
 STATEMENT_TIMEOUT_MS = 5000
 # Batches adapt so one transaction stays well under the 250 ms budget.
-BATCH_MIN, BATCH_START, BATCH_MAX = 100, 2000, 20000
-TARGET_BATCH_S = 0.08
+BATCH_MIN, BATCH_START, BATCH_MAX = 100, 2000, 10000
+TARGET_BATCH_S = 0.05
 SAMPLE_LIMIT = 20  # unknown paths / missing files listed in a report
 
 

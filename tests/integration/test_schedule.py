@@ -163,3 +163,10 @@ def test_in_process_scheduler_survives_a_failing_job_and_stops_on_sigterm(sched_
     assert {r["status"] for r in good} == {"ok"} and {r["exit_code"] for r in bad} == {2}
     assert set(good[0]) == {"job", "command", "started_at", "duration_s", "exit_code", "status", "error"}
     assert "stopped" in err
+
+
+def test_systemd_install_refuses_where_systemd_does_not_run(sched_project):
+    if scheduler.systemd_running():
+        pytest.skip("systemd runs here: installing real units is not for a test")
+    result = Dynoctl(sched_project)("schedule", "install", "--systemd")
+    assert result.exit_code == 3 and "systemd is not running" in result.stderr
