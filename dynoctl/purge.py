@@ -328,6 +328,7 @@ def _purge_project(conn, project_id, cutoff, batcher: Batcher, report: KindRepor
     still_archived = "SELECT 1 FROM projects WHERE id = %s AND archived_at < %s FOR SHARE SKIP LOCKED"
     for table, returning in (("assets", "storage_path"), ("tasks", "id")):
         while True:
+            size = batcher.size  # the batcher adapts after the batch: compare with what was asked
             try:
                 with batcher.batch(conn):
                     if conn.execute(still_archived, (project_id, cutoff)).fetchone() is None:
@@ -335,7 +336,7 @@ def _purge_project(conn, project_id, cutoff, batcher: Batcher, report: KindRepor
                     rows = conn.execute(
                         f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE project_id = %s "
                         f"LIMIT %s FOR UPDATE SKIP LOCKED)) RETURNING {returning}",
-                        (project_id, batcher.size)).fetchall()
+                        (project_id, size)).fetchall()
             except Exception as exc:  # noqa: BLE001
                 if not _lock_failure(exc):
                     raise
@@ -343,7 +344,7 @@ def _purge_project(conn, project_id, cutoff, batcher: Batcher, report: KindRepor
             if table == "assets" and rows:
                 report.detail["asset_rows_deleted"] = report.detail.get("asset_rows_deleted", 0) + len(rows)
                 _remove_files(store, [r[0] for r in rows], report)
-            if len(rows) < batcher.size:
+            if len(rows) < size:
                 break
     with batcher.batch(conn):
         gone = conn.execute("DELETE FROM projects WHERE id = %s AND archived_at < %s RETURNING id",
