@@ -157,11 +157,17 @@ def cron_lines(jobs: list[Job], project_dir: Path, state_dir: Path) -> list[str]
     lines = []
     for job in jobs:
         lock = state_dir / f"schedule-{job.name}.lock"
-        argv = ["/usr/bin/flock", "-n", str(lock), *dynoctl_argv(project_dir), *job.args]
+        argv = [_flock(), "-n", str(lock), *dynoctl_argv(project_dir), *job.args]
         command = " ".join(shlex.quote(a) for a in argv) + f" >> {shlex.quote(str(log))} 2>&1"
         # '%' is a newline to cron: escape it.
         lines.append(f"{cron_spec(parse_when(job.when))} {command.replace('%', chr(92) + '%')}")
     return lines
+
+
+def _flock() -> str:
+    import shutil
+
+    return shutil.which("flock") or "/usr/bin/flock"  # util-linux; cron's PATH may not find it
 
 
 def block_marker(project_dir: Path) -> tuple[str, str]:
