@@ -155,6 +155,32 @@ def test_second_concurrent_run_is_busy_and_changes_nothing(db):
     assert purge.run(db, None, ["sessions"], options(), apply=True).kinds[0].deleted == 1
 
 
+def test_wait_queues_behind_a_running_purge(db):
+    import threading
+
+    uid = user(db)
+    session(db, uid, NOW - timedelta(days=30))
+    holder = psycopg.connect(purge.libpq_url(db), autocommit=True)
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        with purge.kind_lock(holder, "sessions"):
+            taken.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        taken.wait(10)
+        threading.Timer(1.0, release.set).start()  # the first run ends while we queue
+        done = purge.run(db, None, ["sessions"], options(wait=60), apply=True)
+        assert done.kinds[0].deleted == 1
+    finally:
+        release.set()
+        thread.join()
+        holder.close()
+
+
 def test_max_delete_refuses_before_deleting(db):
     uid = user(db)
     for _ in range(5):
