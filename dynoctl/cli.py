@@ -215,6 +215,10 @@ def _register() -> None:
     app.add_typer(env.app, name="env")
     app.command("history")(history.history)
     app.command("version")(info.version)
+    from dynoctl.commands import purge
+    app.command("purge")(purge.purge)
+    from dynoctl.commands import schedule
+    app.add_typer(schedule.app, name="schedule"); app.add_typer(schedule.runner, name="scheduler")
 
 
 _register()
