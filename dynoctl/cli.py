@@ -131,6 +131,7 @@ def _register() -> None:
     app.add_typer(env.app, name="env")
     app.command("history")(history.history)
     app.command("version")(info.version)
+    from dynoctl.commands import backup; app.add_typer(backup.app, name="backup"); app.command("restore")(backup.restore)
 
 
 _register()
