@@ -182,8 +182,10 @@ def _prepare_dir(directory: Path) -> Path:
     if not os.access(directory, os.W_OK | os.X_OK):
         raise Refused(f"the backup directory {directory} is not writable",
                       hint="fix its permissions, or choose another with --output or DYNO_BACKUP_DIR")
-    for stale in directory.glob(f".{PREFIX}*{SUFFIX}.tmp"):  # left by a killed run (we hold the project lock)
-        stale.unlink(missing_ok=True)
+    # Left by a killed backup or restore (we hold the project lock: none is running).
+    for pattern in (f".{PREFIX}*{SUFFIX}.tmp", f".{PREFIX}*{SUFFIX}.pgdump.tmp"):
+        for stale in directory.glob(pattern):
+            stale.unlink(missing_ok=True)
     return directory
 
 
