@@ -136,25 +136,35 @@ class HashingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        data = self._source.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
+        view = memoryview(buffer)
+        n = _read_into(self._source, view)
         if n:
-            self.hash.update(data)
+            self.hash.update(view[:n])
             self.size += n
             if self._on_bytes:
                 self._on_bytes(self.size)
         return n
 
 
+def _read_into(source, view: memoryview) -> int:
+    if hasattr(source, "readinto"):
+        return source.readinto(view) or 0
+    data = source.read(len(view))
+    view[: len(data)] = data
+    return len(data)
+
+
 def copy(source: BinaryIO, target: BinaryIO) -> int:
+    """Stream source to target through one reused buffer (no per-chunk allocations:
+    with threads, glibc would keep freed megabyte chunks in its arenas)."""
+    buffer = memoryview(bytearray(CHUNK))
     total = 0
     while True:
-        chunk = source.read(CHUNK)
-        if not chunk:
+        n = _read_into(source, buffer)
+        if not n:
             return total
-        target.write(chunk)
-        total += len(chunk)
+        target.write(buffer[:n])
+        total += n
 
 
 # ----------------------------------------------------------------------- reading
