@@ -126,9 +126,9 @@ def _header(name: str, size: int) -> bytes:
 class HashingReader(io.RawIOBase):
     """Reads a stream, hashing and counting; ``on_bytes`` hears the running total."""
 
-    def __init__(self, source: BinaryIO, on_bytes=None):
+    def __init__(self, source: BinaryIO, on_bytes=None, hashing: bool = True):
         self._source = source
-        self.hash = hashlib.sha256()
+        self.hash = hashlib.sha256() if hashing else None
         self.size = 0
         self._on_bytes = on_bytes
 
@@ -139,7 +139,8 @@ class HashingReader(io.RawIOBase):
         view = memoryview(buffer)
         n = _read_into(self._source, view)
         if n:
-            self.hash.update(view[:n])
+            if self.hash is not None:
+                self.hash.update(view[:n])
             self.size += n
             if self._on_bytes:
                 self._on_bytes(self.size)
