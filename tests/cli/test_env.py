@@ -3,6 +3,7 @@
 import os
 import stat
 import subprocess
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -37,7 +38,12 @@ def test_init_creates_every_file_private_with_fresh_secrets(dynoctl, project):
     secrets = [read(project, n)[k] for n in ("server.local", "server.docker") for k in SERVER_SECRETS]
     assert len(set(secrets)) == 4
     assert all(len(s) >= 43 for s in secrets)  # >= 256 bits in url-safe base64
-    assert read(project, "server.docker")["DATABASE_URL"] == "postgresql://postgres:postgres@db:5432/pm_app?schema=public"
+    # The server's own login with a fresh password, never the superuser (issue 8).
+    url = urlsplit(read(project, "server.docker")["DATABASE_URL"])
+    assert (url.username, url.hostname, url.port, url.path) == ("dyno_app_a", "db", 5432, "/pm_app")
+    assert len(url.password) >= 43 and url.password not in secrets
+    assert read(project, "server.docker")["POSTGRES_USER"] == "postgres"
+    assert len(read(project, "server.docker")["POSTGRES_PASSWORD"]) >= 43
     assert read(project, "client.docker")["NEXT_INTERNAL_API_BASE_URL"] == "http://server:8000"
     assert dynoctl("env", "check").exit_code == 0
 
