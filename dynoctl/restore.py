@@ -470,7 +470,24 @@ def stage_assets(runtime, project_dir: Path, path: Path, manifest: dict, identit
             os.link(first, staging / other)
         count += len(paths)
         progress(f"assets {count}/{len(files)}")
+    _owned_like(staging, live)
     return True
+
+
+def _owned_like(staging: Path, live: Path) -> None:
+    """The staged tree gets the live directory's owner, directories 0700 and files 0600
+    (the server may run as its own account: it must read and write what it gets)."""
+    import stat
+
+    ref = live if live.exists() else live.parent
+    uid, gid = ref.stat().st_uid, ref.stat().st_gid
+    for root, dirs, names in os.walk(staging):
+        for name in [*dirs, *names]:
+            path = Path(root) / name
+            os.chown(path, uid, gid, follow_symlinks=False)
+            os.chmod(path, 0o700 if stat.S_ISDIR(path.lstat().st_mode) else 0o600)
+    os.chown(staging, uid, gid)
+    os.chmod(staging, 0o700)
 
 
 def _asset_members(path: Path, identities: list[str]):

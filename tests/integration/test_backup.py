@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -121,6 +122,16 @@ def tree(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def register(api: str) -> int:
+    body = json.dumps({"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "correct horse battery"}).encode()
+    request = urllib.request.Request(f"{api}/auth/register", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def make_backup(run: Dynoctl, *args) -> dict:
     result, data = local_json(run, "backup", *args)
     assert result.exit_code == 0, result.stderr
@@ -158,6 +169,7 @@ def test_round_trip_every_column_type_and_assets(stack):
     assert table_checksums(stack.url) == before_tables
     assert tree(assets_root(stack)) == before_assets
     assert http_status(f"{stack.api}/ready") == 200
+    assert register(stack.api) == 201  # the server's (least-privilege) login can write the restored database
 
     # The previous state is the safety copy: --rollback brings it back, assets included.
     assert local(stack, "restore", "--rollback").exit_code == ExitStatus.REFUSED  # no TTY, no --yes
