@@ -107,17 +107,32 @@ def _open_member(tar, name: str):
     return tar.extractfile(tar.getmember(name))
 
 
-def write_dump(path: Path, manifest: dict, identities: list[str], writer: BinaryIO) -> None:
+def write_dump(path: Path, manifest: dict, identities: list[str], writer: BinaryIO,
+               progress: Progress | None = None) -> None:
     """The pg_dump custom-format bytes of an archive, decrypted and decompressed, to writer."""
     import zstandard
 
     with archive.open_tar(path) as tar:
         member = _open_member(tar, manifest["dump"]["member"])
+        if progress is not None:
+            total = tar.getmember(manifest["dump"]["member"]).size
+            member = archive.HashingReader(member, _bytes_progress(progress, "restore", total), hashing=False)
         with zstandard.ZstdDecompressor().stream_writer(writer, closefd=False) as plain:
             if identities:
                 backupcrypto.decrypt_stream(member, plain, identities)
             else:
                 archive.copy(member, plain)
+
+
+def _bytes_progress(progress: Progress, what: str, total: int):
+    state = {"said": -1}
+
+    def on_bytes(n: int) -> None:
+        percent = n * 100 // max(total, 1)
+        if percent != state["said"]:
+            state["said"] = percent
+            progress(f"{what} {percent}% of {total / (1 << 20):.1f} MiB")
+    return on_bytes
 
 
 def _write_file(path: Path, writer: BinaryIO) -> None:
@@ -193,7 +208,7 @@ def apply(runtime, layout, restore_plan: RestorePlan, keys: Keys, *, project_dir
         _create_like(admin, DBNAME, incoming)
         try:
             progress(f"restoring into {incoming}")
-            _load(runtime, restore_plan.kind, path, manifest, identities, incoming)
+            _load(runtime, restore_plan.kind, path, manifest, identities, incoming, progress)
             revision = _revision_of(admin_url, incoming)
             known = {r.revision for r in migrations.history(layout.migrations_dir)}
             if revision is not None and revision not in known and not force:
@@ -229,7 +244,8 @@ def _wait_ready(runtime, timeout: float) -> bool:
     return True
 
 
-def _load(runtime, kind: str, path: Path, manifest: dict, identities: list[str], dbname: str) -> None:
+def _load(runtime, kind: str, path: Path, manifest: dict, identities: list[str], dbname: str,
+          progress: Progress | None = None) -> None:
     if kind == "sql":
         argv = ["psql", "--quiet", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--dbname", dbname]
         code = pipes.run(runtime, "db", argv, feed=lambda w: _write_file(path, w), sink=lambda r: None, env=RESTORE_ENV)
@@ -243,18 +259,20 @@ def _load(runtime, kind: str, path: Path, manifest: dict, identities: list[str],
         # pg_restore runs on this host: two jobs on a file (COPY and index builds of
         # two tables at once; -j refuses a pipe). An unencrypted archive's dump is
         # unpacked beside it (it is plaintext there already); an encrypted one never is.
-        with _dump_file(kind, path, manifest) as dump_file:
+        with _dump_file(kind, path, manifest, progress) as dump_file:
             if dump_file is not None:
+                if progress:
+                    progress(f"pg_restore --jobs={PARALLEL_JOBS}")
                 code = runtime.exec("db", [*argv, f"--jobs={PARALLEL_JOBS}", str(dump_file)], env=RESTORE_ENV)
                 return pipes.check(code, "pg_restore", hint=hint)
     feed = (lambda w: _write_file(path, w)) if kind == "custom" else \
-        (lambda w: write_dump(path, manifest, identities, w))
+        (lambda w: write_dump(path, manifest, identities, w, progress))
     code = pipes.run(runtime, "db", argv, feed=feed, env=RESTORE_ENV)
     pipes.check(code, "pg_restore", hint=hint)
 
 
 @contextmanager
-def _dump_file(kind: str, path: Path, manifest: dict):
+def _dump_file(kind: str, path: Path, manifest: dict, progress: Progress | None = None):
     """A custom-format file pg_restore -j can read: the given file, or the archive's
     dump unpacked beside it (0600, removed afterwards); None when there is no room."""
     if kind == "custom":
@@ -268,7 +286,7 @@ def _dump_file(kind: str, path: Path, manifest: dict):
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
-            write_dump(path, manifest, [], out)
+            write_dump(path, manifest, [], out, progress)
         yield target
     finally:
         target.unlink(missing_ok=True)
@@ -573,7 +591,7 @@ def restore_test(runtime, path: Path, manifest: dict, identities: list[str], pro
         _create_like(admin, DBNAME, name)
         try:
             progress(f"restore test into {name}")
-            _load(runtime, "archive", path, manifest, identities, name)
+            _load(runtime, "archive", path, manifest, identities, name, progress)
             counts = {}
             with connect(admin_url, name, autocommit=True) as conn:
                 for table, expected in manifest["database"]["tables"].items():

@@ -391,3 +391,24 @@ def test_backup_faults_leave_nothing_partial(stack, tmp_path):
     down = local(stack, "backup")
     assert down.exit_code == ExitStatus.UNREACHABLE
     assert len(list(backups.iterdir())) == count
+
+
+def test_a_swap_interrupted_between_its_steps_is_finished_by_the_next_restore(stack):
+    """kill -9 between 'ALLOW_CONNECTIONS false' and the rename transaction (a window
+    of milliseconds) would leave pm_app refusing connections: the journal written just
+    before lets the next restore (or rollback) put it back in service first."""
+    add_data(stack, types=False, assets=1)
+    data = make_backup(stack)
+    admin = _url(stack.project, "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("ALTER DATABASE pm_app ALLOW_CONNECTIONS false")
+    journal = stack.project / ".dyno" / "restore-swap.json"
+    journal.write_text(json.dumps({"phase": "swap", "incoming": "pm_app_restoring_x", "retired": "pm_app_before_restore_x",
+                                   "assets_staged": False, "stamp": "x"}))
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(stack.url).close()
+    assert local(stack, "restore", data["name"], "--yes").exit_code == 0
+    assert not journal.exists()
+    assert http_status(f"{stack.api}/ready") == 200
+    with psycopg.connect(stack.url) as conn:
+        assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 50
