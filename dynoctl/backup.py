@@ -102,7 +102,7 @@ def lower_priority(nice: int) -> None:
     if nice <= 0:
         return
     try:
-        os.nice(nice)
+        os.nice(max(0, nice - os.nice(0)))  # to `nice`, not by it (a process backing up twice)
         import psutil
 
         psutil.Process().ionice(psutil.IOPRIO_CLASS_BE, 7)

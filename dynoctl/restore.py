@@ -72,6 +72,7 @@ class RestoreResult:
     assets_restored: int
     duration_s: float
     server_ready: bool
+    secrets: SecretsRestored | None = None
 
 
 # ------------------------------------------------------------------- keys & dump
@@ -192,18 +193,21 @@ def _stamp() -> str:
 
 # ---------------------------------------------------------------------- apply
 def apply(runtime, layout, restore_plan: RestorePlan, keys: Keys, *, project_dir: Path, force: bool = False,
-          timeout: float = 120, progress: Progress = lambda _: None) -> RestoreResult:
+          timeout: float = 120, with_secrets: bool = False, progress: Progress = lambda _: None) -> RestoreResult:
     from dynoctl import migrations
 
     started = time.monotonic()
     path = restore_plan.source
     manifest = read_manifest(path) if restore_plan.kind == "archive" else {}
+    if with_secrets and not manifest.get("secrets"):
+        raise UsageError(f"{path.name} holds no secrets", hint="restore without --with-secrets")
     identities = _need_identities(path, manifest, keys) if manifest else []
     state_dir = layout.state_dir
     admin_url = runtime.database_url()
     with connect(admin_url, "postgres", autocommit=True) as admin:
         repair(runtime, state_dir, project_dir, admin)
         _drop_leftovers(admin)
+        _remove_staged_assets(runtime, project_dir)
         incoming = STAGING_PREFIX + restore_plan.will_keep_as.removeprefix(SAFETY_PREFIX)
         _create_like(admin, DBNAME, incoming)
         try:
@@ -220,6 +224,7 @@ def apply(runtime, layout, restore_plan: RestorePlan, keys: Keys, *, project_dir
                 if manifest.get("assets") else None
         except BaseException:
             _drop(admin, incoming)
+            _remove_staged_assets(runtime, project_dir)
             raise
         progress("swapping the restored database in")
         journal = {"phase": "swap", "incoming": incoming, "retired": restore_plan.will_keep_as,
@@ -229,12 +234,20 @@ def apply(runtime, layout, restore_plan: RestorePlan, keys: Keys, *, project_dir
         if staged:
             swap_assets(runtime, project_dir, journal["stamp"])
         _clear_journal(state_dir)
-    progress("migrating to head")
-    result = migrations.upgrade(admin_url, layout.migrations_dir)
+    migrated_to = revision
+    if revision is None or revision in known:  # a forced unknown revision cannot be migrated from
+        progress("migrating to head")
+        try:
+            migrated_to = migrations.upgrade(admin_url, layout.migrations_dir).after
+        except DynoctlError as exc:
+            raise DynoctlError(f"restored, but migrating it to head failed: {exc.message}",
+                               hint=f"'dynoctl restore --rollback' puts the previous database back "
+                                    f"({restore_plan.will_keep_as})") from exc
+    secrets = restore_secrets(runtime, layout, path, manifest, keys) if with_secrets else None
     ready = _wait_ready(runtime, timeout) if restore_plan.server_running else False
-    return RestoreResult(str(path), DBNAME, restore_plan.will_keep_as, revision, result.after,
+    return RestoreResult(str(path), DBNAME, restore_plan.will_keep_as, revision, migrated_to,
                          len(manifest.get("assets", {}).get("files", {})) if manifest.get("assets") else 0,
-                         round(time.monotonic() - started, 3), ready)
+                         round(time.monotonic() - started, 3), ready, secrets)
 
 
 def _wait_ready(runtime, timeout: float) -> bool:
@@ -558,6 +571,21 @@ def _stage_in_container(runtime, path: Path, by_sha: dict[str, list[str]], ident
     return True
 
 
+def _remove_staged_assets(runtime, project_dir: Path) -> None:
+    """Staging trees of failed or killed restores (we hold the project lock: none runs)."""
+    if runtime.name == "docker":
+        try:
+            runtime.exec("server", ["sh", "-c", f"rm -rf {CONTAINER_ASSETS}/.restoring-*"])
+        except DynoctlError:
+            pass  # no server container: nothing was staged in it
+        return
+    from dynoctl.backup import assets_dir
+
+    live = assets_dir(runtime, project_dir)
+    for staging in live.parent.glob(f"{live.name}.restoring-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def swap_assets(runtime, project_dir: Path, stamp: str, resume: bool = False) -> None:
     staging_name, retired_name = _asset_names(stamp)
     if runtime.name == "docker":
@@ -578,6 +606,49 @@ def swap_assets(runtime, project_dir: Path, stamp: str, resume: bool = False) ->
     elif live.exists():
         shutil.rmtree(live)  # a partial state from a killed swap: the staged tree wins
     os.rename(staging, live)
+
+
+# -------------------------------------------------------------------- secrets
+@dataclass(frozen=True)
+class SecretsRestored:
+    key_file: str | None  # the JWT key file put in place (its previous version kept beside it)
+    kept_copy: str | None
+    env_files_for_review: list[str]  # written as NAME.from-backup, never applied
+
+
+def restore_secrets(runtime, layout, path: Path, manifest: dict, keys: Keys) -> SecretsRestored:
+    """The archive's JWT key file replaces the current one (a copy kept), so tokens the
+    old machine signed verify here; the server re-reads it (SIGHUP). The env files are
+    written beside the live ones as ``NAME.from-backup`` (0600) for the user to compare:
+    applying them would change this stack's database passwords under it."""
+    from dynoctl.atomicfile import keep_copy, write_atomic
+
+    if not manifest.get("secrets"):
+        raise UsageError(f"{path.name} holds no secrets", hint="it was made without --with-secrets")
+    identities = _need_identities(path, manifest, keys)
+    key_file = kept = None
+    review = []
+    with archive.open_tar(path) as tar:
+        for item in manifest["secrets"]:
+            data = backupcrypto.decrypt_bytes(tar.extractfile(item["member"]).read(), identities)
+            if item["kind"] == "jwt-keys":
+                target = layout.state_dir / "keys" / item["file"]
+                target.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+                mode = target.stat().st_mode & 0o777 if target.exists() else 0o640
+                copy = keep_copy(target)
+                kept = str(copy) if copy else None
+                write_atomic(target, data, mode=mode)
+                key_file = str(target)
+            else:
+                target = layout.env_dir / f"{item['file']}.from-backup"
+                write_atomic(target, data, mode=0o600)
+                review.append(str(target))
+    if key_file:
+        try:
+            runtime.reload("server")
+        except NotRunning:
+            pass
+    return SecretsRestored(key_file, kept, review)
 
 
 # ---------------------------------------------------------------- restore test

@@ -186,6 +186,9 @@ def restore(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     force: bool = typer.Option(False, "--force", help="Restore even a schema revision this dynoctl does not know."),
     rollback: bool = typer.Option(False, "--rollback", help="Swap the safety copy the last restore kept back in."),
+    with_secrets: bool = typer.Option(False, "--with-secrets", help="Also put the archive's JWT key file in place "
+                                      "(the current one kept beside it); its env files are written as "
+                                      "NAME.from-backup for review, never applied."),
     output: Optional[Path] = _output,
     identity: List[Path] = _identity,
     passphrase_file: Optional[Path] = _passphrase,
@@ -203,6 +206,8 @@ def restore(
     settings = app_ctx.settings
     if rollback:
         return _rollback(app_ctx, yes, timeout)
+    if with_secrets and not source:
+        raise UsageError("--with-secrets needs a backup", hint="dynoctl restore NAME --with-secrets")
     if not source:
         raise UsageError("which backup?", hint="dynoctl restore NAME|PATH (see 'dynoctl backup list')")
     keys = _keys(app_ctx, identity, passphrase_file)
@@ -215,12 +220,16 @@ def restore(
         confirm_or_refuse(app_ctx, f"replace the {plan.database} database with {path.name}?", yes)
         with app_ctx.out.progress("restoring") as progress:
             result = core_restore.apply(app_ctx.runtime, settings.layout, plan, keys, project_dir=settings.project_dir,
-                                        force=force, timeout=timeout, progress=progress)
+                                        force=force, timeout=timeout, with_secrets=with_secrets,
+                                        progress=progress)
         run.summary.update(safety_copy=result.safety_copy, revision=result.migrated_to)
     app_ctx.out.result(result, lambda r: "\n".join([
         f"restored     {r.source} into {r.database}", f"safety copy  {r.safety_copy} ('dynoctl restore --rollback')",
         f"schema       {r.revision_restored or '-'} -> {r.migrated_to or '-'}", f"assets       {r.assets_restored}",
-        f"server       {'ready' if r.server_ready else 'not running'}", f"duration     {r.duration_s:.1f}s"]))
+        f"server       {'ready' if r.server_ready else 'not running'}", f"duration     {r.duration_s:.1f}s",
+        *([f"key file     {r.secrets.key_file or 'not in the backup'}"
+           + (f" (previous kept as {r.secrets.kept_copy})" if r.secrets.kept_copy else ""),
+           *[f"review       {p}" for p in r.secrets.env_files_for_review]] if r.secrets else [])]))
 
 
 def _render_plan(plan) -> str:

@@ -245,6 +245,10 @@ def test_encryption_round_trip_and_wrong_key(stack, tmp_path):
 
     refused = local(stack, "backup", "--with-secrets")
     assert refused.exit_code == ExitStatus.USAGE and "requires encryption" in refused.stderr
+    key_file = stack.project / ".dyno" / "keys" / "jwt-keys.json"
+    original_keys = json.dumps({p: {"signing": f"{p}-1", "keys": [{"kid": f"{p}-1", "secret": "s" * 40 + p}]}
+                                for p in ("access", "refresh")})
+    key_file.write_text(original_keys)
     data = make_backup(stack, "--recipient", str(identity.to_public()), "--with-secrets")
     archive = Path(data["path"])
     raw = archive.read_bytes()
@@ -260,9 +264,16 @@ def test_encryption_round_trip_and_wrong_key(stack, tmp_path):
 
     with psycopg.connect(stack.url) as conn:
         conn.execute("DELETE FROM tasks")
-    ok = local(stack, "restore", data["name"], "--identity", str(tmp_path / "id.txt"), "--yes")
+    key_file.write_text(original_keys.replace("-1", "-2"))
+    ok = local(stack, "restore", data["name"], "--identity", str(tmp_path / "id.txt"), "--with-secrets", "--yes")
     assert ok.exit_code == 0, ok.stderr
     assert table_checksums(stack.url) == before_tables and tree(assets_root(stack)) == before_assets
+    assert key_file.read_text() == original_keys  # tokens the old machine signed verify again
+    assert any("-2" in p.read_text() for p in key_file.parent.glob("jwt-keys.json.bak-*"))  # the replaced one kept
+    review = stack.project / "stack" / "env" / "server.local.env.from-backup"
+    assert review.read_text() == (stack.project / "stack" / "env" / "server.local.env").read_text()
+    assert review.stat().st_mode & 0o777 == 0o600
+    assert http_status(f"{stack.api}/ready") == 200
 
     # A passphrase: memory-hard, and never on the command line.
     pw = tmp_path / "pw"
@@ -335,6 +346,7 @@ def test_kill_9_during_restore_leaves_the_original_serving(stack):
     # The next run clears what the killed ones left and restores.
     assert local(stack, "restore", data["name"], "--yes").exit_code == 0
     assert not any(d.startswith("pm_app_restoring_") for d in _databases(admin))
+    assert not list(assets_root(stack).parent.glob("assets.restoring-*"))
     assert table_checksums(stack.url) != before  # 'task 1' is back
     assert http_status(f"{stack.api}/ready") == 200
 
