@@ -219,6 +219,7 @@ def _register() -> None:
     app.command("purge")(purge.purge)
     from dynoctl.commands import schedule
     app.add_typer(schedule.app, name="schedule"); app.add_typer(schedule.runner, name="scheduler")
+    from dynoctl.commands import backup; app.add_typer(backup.app, name="backup"); app.command("restore")(backup.restore)
 
 
 _register()

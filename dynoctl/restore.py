@@ -1,0 +1,726 @@
+"""Restore: a dynoctl archive, a custom-format pg_dump file or a plain SQL dump, into a
+NEW database, swapped in by rename only once it is complete.
+
+Order, so that a failure or a kill at any point leaves the current database serving:
+1. verify the archive's checksums (and the key) before anything else;
+2. drop what a killed earlier restore left (``pm_app_restoring_*``), finish a swap a
+   killed restore had started (the journal ``.dyno/restore-swap.json``);
+3. create ``pm_app_restoring_<stamp>`` and pg_restore/psql into it (the live database
+   is not touched; the server keeps serving);
+4. refuse a schema revision this code does not know (newer), unless forced;
+5. stage the assets beside the live ones;
+6. the swap: ``ALLOW_CONNECTIONS false`` on pm_app, its sessions terminated, then both
+   renames in ONE transaction (pm_app -> ``pm_app_before_restore_<stamp>``, the new
+   one -> pm_app), then connections allowed on the new pm_app; the grants and
+   database-level settings a rename swap would lose are copied onto the new database
+   before it; assets swapped by rename right after;
+7. migrate to head, wait for /ready.
+The previous database stays as ``pm_app_before_restore_<stamp>`` (connections
+refused): ``dynoctl restore --rollback`` swaps it back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from dynoctl import archive, backupcrypto, pipes
+from dynoctl.backup import DBNAME, connect, read_manifest
+from dynoctl.backupcrypto import Keys, WrongKey
+from dynoctl.errors import DynoctlError, NotRunning, Refused, UsageError
+
+Progress = Callable[[str], None]
+STAGING_PREFIX = f"{DBNAME}_restoring_"
+SAFETY_PREFIX = f"{DBNAME}_before_restore_"
+ROLLED_BACK_PREFIX = f"{DBNAME}_rolled_back_"
+JOURNAL = "restore-swap.json"
+PARALLEL_JOBS = 2
+RESTORE_ENV = {"PGOPTIONS": "-c maintenance_work_mem=256MB -c synchronous_commit=off"}
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    source: Path
+    kind: str  # "archive" | "custom" | "sql"
+    created_at: str | None
+    revision: str | None  # the archive's schema revision (None: unknown until restored)
+    head: str | None
+    known_revision: bool
+    encrypted: bool
+    tables: dict[str, int]
+    assets: int
+    database: str
+    will_keep_as: str
+    server_running: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    source: str
+    database: str
+    safety_copy: str
+    revision_restored: str | None
+    migrated_to: str | None
+    assets_restored: int
+    duration_s: float
+    server_ready: bool
+    secrets: SecretsRestored | None = None
+
+
+# ------------------------------------------------------------------- keys & dump
+def identities_for(path: Path, manifest: dict, keys: Keys) -> list[str]:
+    """The identities that open this archive, checked on its check member: a wrong
+    key fails here, before anything changes. [] when no key was given."""
+    identities = list(keys.identities)
+    with archive.open_tar(path) as tar:
+        names = tar.getnames()
+        if manifest["encryption"] == "age-passphrase" and archive.IDENTITY in names and keys.passphrase:
+            blob = tar.extractfile(archive.IDENTITY).read()
+            identities.append(backupcrypto.unwrap_identity(blob, keys.passphrase))
+        if not identities:
+            if keys.any:
+                raise WrongKey("the given key does not open this backup", hint=backupcrypto.WRONG_KEY_HINT)
+            return []
+        check = tar.extractfile(archive.CHECK).read()
+    if backupcrypto.decrypt_bytes(check, identities) != archive.CHECK_TEXT:
+        raise WrongKey("the given key does not open this backup", hint=backupcrypto.WRONG_KEY_HINT)
+    return identities
+
+
+def _need_identities(path: Path, manifest: dict, keys: Keys) -> list[str]:
+    if manifest["encryption"] == "none":
+        return []
+    identities = identities_for(path, manifest, keys)
+    if not identities:
+        raise UsageError(f"{path.name} is encrypted", hint=backupcrypto.WRONG_KEY_HINT)
+    return identities
+
+
+def _open_member(tar, name: str):
+    return tar.extractfile(tar.getmember(name))
+
+
+def write_dump(path: Path, manifest: dict, identities: list[str], writer: BinaryIO,
+               progress: Progress | None = None) -> None:
+    """The pg_dump custom-format bytes of an archive, decrypted and decompressed, to writer."""
+    import zstandard
+
+    with archive.open_tar(path) as tar:
+        member = _open_member(tar, manifest["dump"]["member"])
+        if progress is not None:
+            total = tar.getmember(manifest["dump"]["member"]).size
+            member = archive.HashingReader(member, _bytes_progress(progress, "restore", total), hashing=False)
+        with zstandard.ZstdDecompressor().stream_writer(writer, closefd=False) as plain:
+            if identities:
+                backupcrypto.decrypt_stream(member, plain, identities)
+            else:
+                archive.copy(member, plain)
+
+
+def _bytes_progress(progress: Progress, what: str, total: int):
+    state = {"said": -1}
+
+    def on_bytes(n: int) -> None:
+        percent = n * 100 // max(total, 1)
+        if percent != state["said"]:
+            state["said"] = percent
+            progress(f"{what} {percent}% of {total / (1 << 20):.1f} MiB")
+    return on_bytes
+
+
+def _write_file(path: Path, writer: BinaryIO) -> None:
+    with open(path, "rb") as source:
+        archive.copy(source, writer)
+
+
+# ----------------------------------------------------------------------- plan
+def source_kind(path: Path) -> str:
+    if not path.is_file():
+        raise UsageError(f"no backup at {path}", hint="see 'dynoctl backup list'")
+    if archive.is_tar(path):
+        return "archive"
+    return "custom" if archive.is_custom_dump(path) else "sql"
+
+
+def plan(runtime, layout, path: Path, keys: Keys, *, force: bool = False,
+         progress: Progress = lambda _: None) -> RestorePlan:
+    from dynoctl import backup, migrations
+
+    kind = source_kind(path)
+    head = migrations.head(layout.migrations_dir)
+    known = {r.revision for r in migrations.history(layout.migrations_dir)}
+    warnings = []
+    manifest = {}
+    revision = None
+    if kind == "archive":
+        manifest = read_manifest(path)
+        progress("verifying checksums")
+        problems = backup.check_members(path, manifest, progress)
+        if problems:
+            raise DynoctlError(f"{path.name} failed verification: {problems[0]}", hint="use another backup",
+                               details=problems[1:])
+        _need_identities(path, manifest, keys)
+        revision = manifest["database"]["alembic_revision"]
+        if revision is not None and revision not in known:
+            if not force:
+                raise Refused(f"the backup's schema revision {revision} is unknown to this dynoctl (a newer schema?)",
+                              hint="upgrade dynoctl first, or pass --force to restore it anyway")
+            warnings.append(f"unknown schema revision {revision} (--force)")
+    else:
+        warnings.append(f"a {'custom-format pg_dump' if kind == 'custom' else 'plain SQL'} file: "
+                        "its schema revision is checked once restored, assets are not restored")
+    with connect(runtime.database_url(), "postgres", autocommit=True):
+        pass  # the database must answer before we promise anything
+    server = next((s for s in runtime.status() if s.service == "server"), None)
+    stamp = _stamp()
+    return RestorePlan(path, kind, manifest.get("created_at"), revision, head,
+                       revision is None or revision in known, manifest.get("encryption", "none") != "none",
+                       manifest.get("database", {}).get("tables", {}), len((manifest.get("assets") or {}).get("files", {})),
+                       DBNAME, SAFETY_PREFIX + stamp, bool(server and server.state == "running"), warnings)
+
+
+def _stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%S%f")
+
+
+# ---------------------------------------------------------------------- apply
+def apply(runtime, layout, restore_plan: RestorePlan, keys: Keys, *, project_dir: Path, force: bool = False,
+          timeout: float = 120, with_secrets: bool = False, progress: Progress = lambda _: None) -> RestoreResult:
+    from dynoctl import migrations
+
+    started = time.monotonic()
+    path = restore_plan.source
+    manifest = read_manifest(path) if restore_plan.kind == "archive" else {}
+    if with_secrets and not manifest.get("secrets"):
+        raise UsageError(f"{path.name} holds no secrets", hint="restore without --with-secrets")
+    identities = _need_identities(path, manifest, keys) if manifest else []
+    state_dir = layout.state_dir
+    admin_url = runtime.database_url()
+    with connect(admin_url, "postgres", autocommit=True) as admin:
+        repair(runtime, state_dir, project_dir, admin)
+        _drop_leftovers(admin)
+        _remove_staged_assets(runtime, project_dir)
+        incoming = STAGING_PREFIX + restore_plan.will_keep_as.removeprefix(SAFETY_PREFIX)
+        _create_like(admin, DBNAME, incoming)
+        try:
+            progress(f"restoring into {incoming}")
+            _load(runtime, restore_plan.kind, path, manifest, identities, incoming, progress)
+            revision = _revision_of(admin_url, incoming)
+            known = {r.revision for r in migrations.history(layout.migrations_dir)}
+            if revision is not None and revision not in known and not force:
+                raise Refused(f"the restored schema revision {revision} is unknown to this dynoctl (a newer schema?)",
+                              hint="upgrade dynoctl first, or pass --force")
+            _copy_database_settings(admin, DBNAME, incoming)
+            grant_app_privileges(admin_url, incoming)
+            staged = stage_assets(runtime, project_dir, path, manifest, identities, incoming, progress) \
+                if manifest.get("assets") else None
+        except BaseException:
+            _drop(admin, incoming)
+            _remove_staged_assets(runtime, project_dir)
+            raise
+        progress("swapping the restored database in")
+        journal = {"phase": "swap", "incoming": incoming, "retired": restore_plan.will_keep_as,
+                   "assets_staged": staged, "stamp": restore_plan.will_keep_as.removeprefix(SAFETY_PREFIX)}
+        _write_journal(state_dir, journal)
+        swap(admin, DBNAME, incoming, restore_plan.will_keep_as)
+        if staged:
+            swap_assets(runtime, project_dir, journal["stamp"])
+        _clear_journal(state_dir)
+    migrated_to = revision
+    if revision is None or revision in known:  # a forced unknown revision cannot be migrated from
+        progress("migrating to head")
+        try:
+            migrated_to = migrations.upgrade(admin_url, layout.migrations_dir).after
+        except DynoctlError as exc:
+            raise DynoctlError(f"restored, but migrating it to head failed: {exc.message}",
+                               hint=f"'dynoctl restore --rollback' puts the previous database back "
+                                    f"({restore_plan.will_keep_as})") from exc
+    secrets = restore_secrets(runtime, layout, path, manifest, keys) if with_secrets else None
+    ready = _wait_ready(runtime, timeout) if restore_plan.server_running else False
+    return RestoreResult(str(path), DBNAME, restore_plan.will_keep_as, revision, migrated_to,
+                         len(manifest.get("assets", {}).get("files", {})) if manifest.get("assets") else 0,
+                         round(time.monotonic() - started, 3), ready, secrets)
+
+
+def _wait_ready(runtime, timeout: float) -> bool:
+    from dynoctl import stack
+
+    stack.wait_for_server(runtime, time.monotonic() + timeout)
+    return True
+
+
+def _load(runtime, kind: str, path: Path, manifest: dict, identities: list[str], dbname: str,
+          progress: Progress | None = None) -> None:
+    if kind == "sql":
+        argv = ["psql", "--quiet", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--dbname", dbname]
+        code = pipes.run(runtime, "db", argv, feed=lambda w: _write_file(path, w), sink=lambda r: None, env=RESTORE_ENV)
+        pipes.check(code, "psql", hint="the SQL dump did not apply; the current database is untouched")
+        return
+    # --no-owner/--no-privileges: the roles of the machine the dump came from may not
+    # exist here; ownership goes to the restoring superuser and grants are re-applied.
+    argv = ["pg_restore", "--exit-on-error", "--no-owner", "--no-privileges", "--dbname", dbname]
+    hint = "the dump did not restore; the current database is untouched"
+    if runtime.name == "local" and not identities:
+        # pg_restore runs on this host: two jobs on a file (COPY and index builds of
+        # two tables at once; -j refuses a pipe). An unencrypted archive's dump is
+        # unpacked beside it (it is plaintext there already); an encrypted one never is.
+        with _dump_file(kind, path, manifest, progress) as dump_file:
+            if dump_file is not None:
+                if progress:
+                    progress(f"pg_restore --jobs={PARALLEL_JOBS}")
+                code = runtime.exec("db", [*argv, f"--jobs={PARALLEL_JOBS}", str(dump_file)], env=RESTORE_ENV)
+                return pipes.check(code, "pg_restore", hint=hint)
+    feed = (lambda w: _write_file(path, w)) if kind == "custom" else \
+        (lambda w: write_dump(path, manifest, identities, w, progress))
+    code = pipes.run(runtime, "db", argv, feed=feed, env=RESTORE_ENV)
+    pipes.check(code, "pg_restore", hint=hint)
+
+
+@contextmanager
+def _dump_file(kind: str, path: Path, manifest: dict, progress: Progress | None = None):
+    """A custom-format file pg_restore -j can read: the given file, or the archive's
+    dump unpacked beside it (0600, removed afterwards); None when there is no room."""
+    if kind == "custom":
+        yield path
+        return
+    needed = manifest["dump"].get("uncompressed_bytes", 0) + (64 << 20)
+    if shutil.disk_usage(path.parent).free < needed or not os.access(path.parent, os.W_OK):
+        yield None
+        return
+    target = path.parent / f".{path.name}.pgdump.tmp"
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            write_dump(path, manifest, [], out, progress)
+        yield target
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def _revision_of(admin_url: str, dbname: str) -> str | None:
+    with connect(admin_url, dbname, autocommit=True) as conn:
+        if not conn.execute("SELECT to_regclass('public.alembic_version')").fetchone()[0]:
+            return None
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        return row[0] if row else None
+
+
+# ----------------------------------------------------------------- databases
+def _ident(name: str):
+    from psycopg import sql
+
+    return sql.Identifier(name)
+
+
+def _sql(text: str, *names: str):
+    from psycopg import sql
+
+    return sql.SQL(text).format(*[_ident(n) for n in names])
+
+
+def _exists(admin, name: str) -> bool:
+    return admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def _create_like(admin, template_of: str, name: str) -> None:
+    """An empty database with the owner, encoding and locale of ``template_of``."""
+    from psycopg import sql
+
+    row = admin.execute("SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype"
+                        " FROM pg_database WHERE datname = %s", (template_of,)).fetchone()
+    if row is None:
+        admin.execute(_sql("CREATE DATABASE {} TEMPLATE template0", name))
+        return
+    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 OWNER {} ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+        _ident(name), _ident(row[0]), sql.Literal(row[1]), sql.Literal(row[2]), sql.Literal(row[3])))
+
+
+def _drop(admin, name: str) -> None:
+    try:
+        admin.execute(_sql("DROP DATABASE IF EXISTS {} WITH (FORCE)", name))
+    except Exception:  # noqa: BLE001 - a leftover is dropped by the next restore
+        pass
+
+
+def _drop_leftovers(admin) -> None:
+    """Databases a killed restore or restore test was filling: never in use by anyone."""
+    for (name,) in admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s OR datname LIKE %s",
+                                 (STAGING_PREFIX + "%", f"{DBNAME}_verify_%")).fetchall():
+        _drop(admin, name)
+
+
+def _copy_database_settings(admin, source: str, target: str) -> None:
+    """What a rename swap would lose: per-database settings (ALTER DATABASE ... SET,
+    ALTER ROLE ... IN DATABASE ... SET) and database-level grants (CONNECT, TEMP, CREATE)."""
+    from psycopg import sql
+
+    rows = admin.execute("SELECT coalesce(pg_get_userbyid(NULLIF(s.setrole, 0)), ''), s.setconfig"
+                         " FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase"
+                         " WHERE d.datname = %s", (source,)).fetchall()
+    for role, config in rows:
+        for item in config:
+            key, _, value = item.partition("=")
+            target_sql = sql.SQL("ALTER DATABASE {} SET {} = {}") if not role else \
+                sql.SQL("ALTER ROLE {} IN DATABASE {} SET {} = {}")
+            parts = [_ident(target), sql.Identifier(key), sql.Literal(value)]
+            admin.execute(target_sql.format(*parts) if not role else target_sql.format(_ident(role), *parts))
+    acl = admin.execute("SELECT datacl::text[] FROM pg_database WHERE datname = %s", (source,)).fetchone()
+    if not acl or acl[0] is None:
+        return  # default privileges: the new database has them too
+    admin.execute(_sql("REVOKE ALL ON DATABASE {} FROM PUBLIC", target))
+    letters = {"C": "CREATE", "T": "TEMPORARY", "c": "CONNECT"}
+    for item in acl[0]:
+        grantee, _, rest = item.partition("=")
+        privileges = [letters[ch] for ch in rest.split("/")[0] if ch in letters]
+        if not privileges:
+            continue
+        who = sql.SQL("PUBLIC") if grantee == "" else sql.Identifier(grantee.strip('"'))
+        admin.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}").format(
+            sql.SQL(", ").join(sql.SQL(p) for p in privileges), _ident(target), who))
+
+
+def grant_app_privileges(admin_url: str, dbname: str) -> None:
+    """Re-apply the server role's grants inside the restored database.
+
+    CONTRACT-DBROLES: ``dynoctl.dbroles.grant_app_privileges(conn)`` owns this. Until
+    that module is merged on this branch the call is skipped (single call site: the
+    lead connects it by merging security-infra)."""
+    try:
+        from dynoctl import dbroles  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    with connect(admin_url, dbname) as conn:
+        dbroles.grant_app_privileges(conn)
+        conn.commit()
+
+
+def _terminate(admin, name: str, wait: float = 10) -> None:
+    deadline = time.monotonic() + wait
+    while True:
+        left = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                             " WHERE datname = %s AND pid <> pg_backend_pid()", (name,)).fetchone()[0]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise DynoctlError(f"sessions on {name} did not end", hint="try again")
+        time.sleep(0.05)
+
+
+def swap(admin, current: str, incoming: str, retired: str) -> None:
+    """incoming becomes current; current is kept as retired (connections refused)."""
+    admin.execute(_sql("ALTER DATABASE {} ALLOW_CONNECTIONS false", current))
+    try:
+        _terminate(admin, current)
+        _terminate(admin, incoming)
+        with admin.transaction():
+            admin.execute(_sql("ALTER DATABASE {} RENAME TO {}", current, retired))
+            admin.execute(_sql("ALTER DATABASE {} RENAME TO {}", incoming, current))
+    except BaseException:
+        if _exists(admin, current):
+            admin.execute(_sql("ALTER DATABASE {} ALLOW_CONNECTIONS true", current))
+        raise
+    admin.execute(_sql("ALTER DATABASE {} ALLOW_CONNECTIONS true", current))
+
+
+# -------------------------------------------------------------------- journal
+def _journal_path(state_dir: Path) -> Path:
+    return state_dir / JOURNAL
+
+
+def _write_journal(state_dir: Path, data: dict) -> None:
+    from dynoctl.atomicfile import write_atomic
+
+    state_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+    write_atomic(_journal_path(state_dir), json.dumps(data))
+
+
+def _clear_journal(state_dir: Path) -> None:
+    _journal_path(state_dir).unlink(missing_ok=True)
+
+
+def repair(runtime, state_dir: Path, project_dir: Path, admin) -> list[str]:
+    """Finish a swap that a killed restore or rollback had started: pm_app accepts
+    connections again and the staged assets are in place. Returns what it did."""
+    path = _journal_path(state_dir)
+    if not path.exists():
+        return []
+    journal = json.loads(path.read_text())
+    done = []
+    if _exists(admin, DBNAME):
+        admin.execute(_sql("ALTER DATABASE {} ALLOW_CONNECTIONS true", DBNAME))
+        done.append("pm_app accepts connections again")
+        if journal.get("assets_staged") and not _exists(admin, journal["incoming"]):
+            # The database swap committed: the assets must follow it.
+            swap_assets(runtime, project_dir, journal["stamp"], resume=True)
+            done.append("assets swap completed")
+    _clear_journal(state_dir)
+    return done
+
+
+# --------------------------------------------------------------------- assets
+def _asset_names(stamp: str) -> tuple[str, str]:
+    return f".restoring-{stamp}", f".before-restore-{stamp}"
+
+
+def stage_assets(runtime, project_dir: Path, path: Path, manifest: dict, identities: list[str], dbname: str,
+                 progress: Progress) -> bool:
+    """Every asset file of the archive under a staging directory beside the live ones."""
+    stamp = dbname.removeprefix(STAGING_PREFIX)
+    staging_name, _ = _asset_names(stamp)
+    files = manifest["assets"]["files"]
+    by_sha: dict[str, list[str]] = {}
+    for storage_path, sha in files.items():
+        by_sha.setdefault(sha, []).append(storage_path)
+    if runtime.name == "docker":
+        return _stage_in_container(runtime, path, by_sha, identities, staging_name, progress)
+    from dynoctl.backup import assets_dir
+
+    live = assets_dir(runtime, project_dir)
+    staging = live.parent / f"{live.name}{staging_name}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True, mode=0o700)
+    count = 0
+    for sha, stream in _asset_members(path, identities):
+        paths = by_sha.get(sha, [])
+        if not paths:
+            continue
+        first = staging / paths[0]
+        first.parent.mkdir(exist_ok=True)
+        with open(first, "wb") as out:
+            _copy_member(stream, out, identities)
+        for other in paths[1:]:
+            (staging / other).parent.mkdir(exist_ok=True)
+            os.link(first, staging / other)
+        count += len(paths)
+        progress(f"assets {count}/{len(files)}")
+    _owned_like(staging, live)
+    return True
+
+
+def _owned_like(staging: Path, live: Path) -> None:
+    """The staged tree gets the live directory's owner, directories 0700 and files 0600
+    (the server may run as its own account: it must read and write what it gets)."""
+    import stat
+
+    ref = live if live.exists() else live.parent
+    uid, gid = ref.stat().st_uid, ref.stat().st_gid
+    for root, dirs, names in os.walk(staging):
+        for name in [*dirs, *names]:
+            path = Path(root) / name
+            os.chown(path, uid, gid, follow_symlinks=False)
+            os.chmod(path, 0o700 if stat.S_ISDIR(path.lstat().st_mode) else 0o600)
+    os.chown(staging, uid, gid)
+    os.chmod(staging, 0o700)
+
+
+def _asset_members(path: Path, identities: list[str]):
+    with archive.open_tar(path) as tar:
+        for info in archive.members(tar):
+            if info.name.startswith(archive.ASSETS):
+                sha = info.name[len(archive.ASSETS):].removesuffix(archive.AGE)
+                yield sha, tar.extractfile(info)
+
+
+def _copy_member(stream, out: BinaryIO, identities: list[str]) -> None:
+    if identities:
+        backupcrypto.decrypt_stream(stream, out, identities)
+    else:
+        archive.copy(stream, out)
+
+
+CONTAINER_ASSETS = "/data/assets"
+
+
+def _stage_in_container(runtime, path: Path, by_sha: dict[str, list[str]], identities: list[str],
+                        staging_name: str, progress: Progress) -> bool:
+    """The staged tree streamed as a tar into the server container's volume."""
+    import tarfile
+    import tempfile
+
+    staging = f"{CONTAINER_ASSETS}/{staging_name}"
+    code = runtime.exec("server", ["sh", "-c", f'rm -rf "{staging}" && mkdir -p "{staging}"'])
+    pipes.check(code, "mkdir in the server container")
+
+    def feed(writer):
+        with tarfile.open(fileobj=writer, mode="w|") as out:
+            for sha, stream in _asset_members(path, identities):
+                paths = by_sha.get(sha, [])
+                if not paths:
+                    continue
+                # Plain bytes are needed with their size up front: decrypted ones go
+                # through a private spooled buffer (memory up to 8 MiB, then a 0600 file).
+                with tempfile.SpooledTemporaryFile(8 << 20) as plain:
+                    _copy_member(stream, plain, identities)
+                    size = plain.tell()
+                    for storage_path in paths:
+                        plain.seek(0)
+                        info = tarfile.TarInfo(storage_path)
+                        info.size, info.mode = size, 0o640
+                        out.addfile(info, plain)
+
+    code = pipes.run(runtime, "server", ["tar", "-C", staging, "-xf", "-"], feed=feed)
+    pipes.check(code, "tar in the server container")
+    return True
+
+
+def _remove_staged_assets(runtime, project_dir: Path) -> None:
+    """Staging trees of failed or killed restores (we hold the project lock: none runs)."""
+    if runtime.name == "docker":
+        try:
+            runtime.exec("server", ["sh", "-c", f"rm -rf {CONTAINER_ASSETS}/.restoring-*"])
+        except DynoctlError:
+            pass  # no server container: nothing was staged in it
+        return
+    from dynoctl.backup import assets_dir
+
+    live = assets_dir(runtime, project_dir)
+    for staging in live.parent.glob(f"{live.name}.restoring-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def swap_assets(runtime, project_dir: Path, stamp: str, resume: bool = False) -> None:
+    staging_name, retired_name = _asset_names(stamp)
+    if runtime.name == "docker":
+        script = (f'cd {CONTAINER_ASSETS} && [ -d "{staging_name}" ] || exit 0; '
+                  f'mkdir -p "{retired_name}" && for f in * ; do [ -e "$f" ] && mv "$f" "{retired_name}/"; done; '
+                  f'for f in "{staging_name}"/* ; do [ -e "$f" ] && mv "$f" . ; done; rmdir "{staging_name}"')
+        pipes.check(runtime.exec("server", ["sh", "-c", script]), "the assets swap in the server container")
+        return
+    from dynoctl.backup import assets_dir
+
+    live = assets_dir(runtime, project_dir)
+    staging = live.parent / f"{live.name}{staging_name}"
+    retired = live.parent / f"{live.name}{retired_name}"
+    if not staging.exists():
+        return
+    if live.exists() and not (resume and retired.exists()):
+        os.rename(live, retired)
+    elif live.exists():
+        shutil.rmtree(live)  # a partial state from a killed swap: the staged tree wins
+    os.rename(staging, live)
+
+
+# -------------------------------------------------------------------- secrets
+@dataclass(frozen=True)
+class SecretsRestored:
+    key_file: str | None  # the JWT key file put in place (its previous version kept beside it)
+    kept_copy: str | None
+    env_files_for_review: list[str]  # written as NAME.from-backup, never applied
+
+
+def restore_secrets(runtime, layout, path: Path, manifest: dict, keys: Keys) -> SecretsRestored:
+    """The archive's JWT key file replaces the current one (a copy kept), so tokens the
+    old machine signed verify here; the server re-reads it (SIGHUP). The env files are
+    written beside the live ones as ``NAME.from-backup`` (0600) for the user to compare:
+    applying them would change this stack's database passwords under it."""
+    from dynoctl.atomicfile import keep_copy, write_atomic
+
+    if not manifest.get("secrets"):
+        raise UsageError(f"{path.name} holds no secrets", hint="it was made without --with-secrets")
+    identities = _need_identities(path, manifest, keys)
+    key_file = kept = None
+    review = []
+    with archive.open_tar(path) as tar:
+        for item in manifest["secrets"]:
+            data = backupcrypto.decrypt_bytes(tar.extractfile(item["member"]).read(), identities)
+            if item["kind"] == "jwt-keys":
+                target = layout.state_dir / "keys" / item["file"]
+                target.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+                mode = target.stat().st_mode & 0o777 if target.exists() else 0o640
+                copy = keep_copy(target)
+                kept = str(copy) if copy else None
+                write_atomic(target, data, mode=mode)
+                key_file = str(target)
+            else:
+                target = layout.env_dir / f"{item['file']}.from-backup"
+                write_atomic(target, data, mode=0o600)
+                review.append(str(target))
+    if key_file:
+        try:
+            runtime.reload("server")
+        except NotRunning:
+            pass
+    return SecretsRestored(key_file, kept, review)
+
+
+# ---------------------------------------------------------------- restore test
+def restore_test(runtime, path: Path, manifest: dict, identities: list[str], progress: Progress) -> dict:
+    """Restore into a scratch database, count each table, drop it."""
+    from psycopg import sql
+
+    name = f"{DBNAME}_verify_{_stamp()}"
+    admin_url = runtime.database_url()
+    with connect(admin_url, "postgres", autocommit=True) as admin:
+        _create_like(admin, DBNAME, name)
+        try:
+            progress(f"restore test into {name}")
+            _load(runtime, "archive", path, manifest, identities, name, progress)
+            counts = {}
+            with connect(admin_url, name, autocommit=True) as conn:
+                for table, expected in manifest["database"]["tables"].items():
+                    found = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+                        sql.Identifier("public", table))).fetchone()[0]
+                    counts[table] = {"expected": expected, "restored": found}
+            return counts
+        finally:
+            _drop(admin, name)
+
+
+# -------------------------------------------------------------------- rollback
+@dataclass(frozen=True)
+class RollbackPlan:
+    safety_copy: str
+    current_kept_as: str
+    assets: bool
+
+
+def plan_rollback(runtime, project_dir: Path) -> RollbackPlan:
+    with connect(runtime.database_url(), "postgres", autocommit=True) as admin:
+        rows = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY datname DESC",
+                             (SAFETY_PREFIX + "%",)).fetchall()
+    if not rows:
+        raise Refused("there is no safety copy to roll back to", hint="a restore keeps one until it is dropped")
+    safety = rows[0][0]
+    stamp = safety.removeprefix(SAFETY_PREFIX)
+    assets = False
+    if runtime.name != "docker":
+        from dynoctl.backup import assets_dir
+
+        live = assets_dir(runtime, project_dir)
+        assets = (live.parent / f"{live.name}{_asset_names(stamp)[1]}").exists()
+    return RollbackPlan(safety, ROLLED_BACK_PREFIX + _stamp(), assets)
+
+
+def rollback(runtime, layout, project_dir: Path, rollback_plan: RollbackPlan, timeout: float = 120) -> RollbackPlan:
+    admin_url = runtime.database_url()
+    with connect(admin_url, "postgres", autocommit=True) as admin:
+        repair(runtime, layout.state_dir, project_dir, admin)
+        if not _exists(admin, rollback_plan.safety_copy):
+            raise Refused(f"the safety copy {rollback_plan.safety_copy} is gone", hint="nothing was changed")
+        swap(admin, DBNAME, rollback_plan.safety_copy, rollback_plan.current_kept_as)
+    stamp = rollback_plan.safety_copy.removeprefix(SAFETY_PREFIX)
+    if rollback_plan.assets:
+        from dynoctl.backup import assets_dir
+
+        live = assets_dir(runtime, project_dir)
+        kept = live.parent / f"{live.name}{_asset_names(stamp)[1]}"
+        os.rename(live, live.parent / f"{live.name}.rolled-back-{_stamp()}")
+        os.rename(kept, live)
+    server = next((s for s in runtime.status() if s.service == "server"), None)
+    if server and server.state == "running":
+        _wait_ready(runtime, timeout)
+    return rollback_plan
+
+
+def require_db(runtime) -> None:
+    db = next((s for s in runtime.status() if s.service == "db"), None)
+    if db is None or db.state != "running":
+        raise NotRunning("the database is not running", hint="start the stack with 'dynoctl up'")
