@@ -16,8 +16,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from dynoserver import assets, auth, health, projects, tasks
-from dynoserver.db import create_db_engine, create_session_factory
+from dynoserver import assets, auth, health, projects, tasks, workers
+from dynoserver.db import Database, credential_file
 from dynoserver.errors import InternalErrorMiddleware, install_error_handlers
 from dynoserver.keys import KeyConfigError, KeyStore
 from dynoserver.limits import JSON_BODY_LIMIT, BodyLimitMiddleware
@@ -38,8 +38,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.keys = KeyStore(settings.jwt_keys_file, settings.access_token_secret, settings.refresh_token_secret)
     app.state.passwords = Passwords(settings)
-    app.state.engine = create_db_engine(settings.database_url)
-    app.state.session_factory = create_session_factory(app.state.engine)
+    app.state.database = Database(settings.database_url, credential_file(settings.jwt_keys_file))
+    _publish_database(app)
     install_error_handlers(app)
     for module in (health, auth, projects, tasks, assets):
         app.include_router(module.router)
@@ -80,10 +80,11 @@ def _note_sighup_until_started() -> threading.Event:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    stop_reloading = _reload_keys_on_sighup(app.state.keys)
+    stop_reloading = _reload_on_sighup(app)
     if app.state.early_sighup.is_set():
         # Checked after the loop's handler is in place, so no SIGHUP falls in between.
-        _reload_keys(app.state.keys)
+        _reload(app)
+    _report(app)
     log.info("dynoserver started (key set %s)", app.state.keys.current.version)
     try:
         yield
@@ -92,7 +93,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine.dispose()
 
 
-def _reload_keys_on_sighup(keys: KeyStore) -> Callable[[], None]:
+def _reload_on_sighup(app: FastAPI) -> Callable[[], None]:
     """Install the SIGHUP handler on the running loop; returns its remover.
 
     The handler runs on the event loop between requests' steps and only swaps
@@ -100,7 +101,7 @@ def _reload_keys_on_sighup(keys: KeyStore) -> Callable[[], None]:
     """
     loop = asyncio.get_running_loop()
     try:
-        loop.add_signal_handler(signal.SIGHUP, _reload_keys, keys)
+        loop.add_signal_handler(signal.SIGHUP, _reload, app)
     except (ValueError, RuntimeError, NotImplementedError):
         # Not the main thread (e.g. the test client's portal) or no signals here.
         log.info("SIGHUP key reload not available in this process")
@@ -111,6 +112,32 @@ def _reload_keys_on_sighup(keys: KeyStore) -> Callable[[], None]:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a late SIGHUP must not cut the shutdown short
 
     return stop
+
+
+def _publish_database(app: FastAPI) -> None:
+    # Routes read these two attributes; a reload rebinds them (the factory last).
+    app.state.engine = app.state.database.engine
+    app.state.session_factory = app.state.database.session_factory
+
+
+def _reload(app: FastAPI) -> None:
+    """SIGHUP: re-read the key file and the database credential, then tell the other workers."""
+    _reload_keys(app.state.keys)
+    try:
+        if app.state.database.reload():
+            _publish_database(app)
+            log.info("SIGHUP: database login is now %s", app.state.database.login)
+    except Exception as exc:  # noqa: BLE001  a bad credential file must not end the worker
+        # Only the type: a URL parse error could quote the password.
+        log.error("SIGHUP: database credential reload failed, keeping the current one (%s)", type(exc).__name__)
+    _report(app)
+
+
+def _report(app: FastAPI) -> None:
+    try:
+        workers.report(app.state.keys.current.version, app.state.database.login)
+    except OSError as exc:  # reporting must never take the server down
+        log.warning("cannot write this worker's report: %s", exc.strerror)
 
 
 def _reload_keys(keys: KeyStore) -> None:

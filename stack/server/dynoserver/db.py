@@ -1,14 +1,80 @@
-"""Database engine and per-request sessions."""
+"""Database engine and per-request sessions, and the credential that may change at run time.
+
+Secret rotation moves the server to another database login without a restart: it
+writes the new ``DATABASE_URL`` to ``database-url`` beside the JWT key file (the
+directory the docker runtime mounts into the container, whose environment is fixed
+at creation) and sends SIGHUP. ``Database.reload`` then builds an engine for the new
+URL and swaps it in; requests in flight finish on the old engine's connections,
+which close when they are returned (``Engine.dispose``), so none is dropped. When
+that file exists it wins over the environment's ``DATABASE_URL``, at start-up too.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from fastapi import Request
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from dynoserver.dburl import sqlalchemy_url
+
+log = logging.getLogger("dynoserver.db")
+CREDENTIAL_FILENAME = "database-url"
+
+
+def credential_file(jwt_keys_file: Path | None) -> Path | None:
+    """Where rotation puts the current DATABASE_URL: beside the key file."""
+    return jwt_keys_file.parent / CREDENTIAL_FILENAME if jwt_keys_file is not None else None
+
+
+def login_of(database_url: str) -> str | None:
+    """The role name of a URL (what /health may show; never the password)."""
+    username = urlsplit(database_url).username
+    return unquote(username) if username else None
+
+
+class Database:
+    """The current engine and session factory; ``reload`` swaps both for a new URL."""
+
+    def __init__(self, env_url: str, credential_path: Path | None):
+        self._env_url = env_url
+        self._credential_path = credential_path
+        self.url = self._read_url()
+        self.engine = create_db_engine(self.url)
+        self.session_factory = create_session_factory(self.engine)
+
+    @property
+    def login(self) -> str | None:
+        return login_of(self.url)
+
+    def reload(self) -> bool:
+        """Re-read the credential file; True when the engine was replaced."""
+        url = self._read_url()
+        if url == self.url:
+            return False
+        engine = create_db_engine(url)  # validates the URL before anything is swapped
+        old = self.engine
+        # Factory first, then the engine: a request takes the factory once, so it
+        # sees one engine from start to end.
+        self.url, self.engine, self.session_factory = url, engine, create_session_factory(engine)
+        old.dispose()  # idle connections close now; checked-out ones when their request returns them
+        return True
+
+    def _read_url(self) -> str:
+        if self._credential_path is not None:
+            try:
+                text = self._credential_path.read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                return self._env_url
+            except OSError as exc:
+                raise ValueError(f"cannot read {self._credential_path}: {exc.strerror}") from None
+            if text:
+                return text
+        return self._env_url
 
 
 def create_db_engine(database_url: str) -> Engine:
