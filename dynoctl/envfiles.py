@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from dynoctl.atomicfile import write_atomic  # noqa: F401  (env files are written through it)
 from dynoctl.config import StackLayout
@@ -106,15 +106,60 @@ def init_env_files(layout: StackLayout, force: bool = False, now: datetime | Non
 
 
 def fill_secrets(template_text: str) -> tuple[str, list[str]]:
-    """The template with each placeholder secret replaced by a fresh random one."""
+    """The template with each placeholder secret replaced by a fresh random one, and
+    each URL's placeholder password too. A DATABASE_URL naming the superuser becomes
+    the server's own login (dynoctl.dbroles): the server never logs in as the owner."""
+    superuser = parse(template_text).values.get("POSTGRES_USER") or "postgres"
     lines, generated = [], []
     for line in template_text.splitlines(keepends=True):
         m = _ASSIGNMENT.match(line.rstrip("\n"))
-        if m and is_secret_key(m.group(2)) and _unquote(m.group(4)) in KNOWN_WEAK_SECRETS:
+        value = _unquote(m.group(4)) if m else ""
+        if m and is_secret_key(m.group(2)) and value in KNOWN_WEAK_SECRETS:
             line = f"{m.group(1)}{m.group(2)}{m.group(3)}{secrets.token_urlsafe(SECRET_BYTES)}\n"
+            generated.append(m.group(2))
+        elif m and _url_password(value) is not None and _url_password(value).lower() in KNOWN_WEAK_SECRETS:
+            line = f"{m.group(1)}{m.group(2)}{m.group(3)}{_fresh_url(m.group(2), value, superuser)}\n"
             generated.append(m.group(2))
         lines.append(line)
     return "".join(lines), generated
+
+
+def _fresh_url(key: str, url: str, superuser: str) -> str:
+    from dynoctl import dbroles
+
+    user = dbroles.active_login(url)
+    if key == "DATABASE_URL" and user == superuser:
+        user = dbroles.LOGINS[0]
+    return dbroles.with_credentials(url, user, secrets.token_urlsafe(SECRET_BYTES))
+
+
+def _url_password(value: str) -> str | None:
+    """The (decoded) password of a URL value; None when it is not a URL with credentials."""
+    if "://" not in value:
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    if parts.username is None:
+        return None
+    return unquote(parts.password or "")
+
+
+def update_env_file(path: Path, updates: Mapping[str, str]) -> None:
+    """Set keys in an env file, atomically, keeping every other line (comments, order);
+    keys it lacks are appended. Values must need no quoting (generated secrets, URLs)."""
+    remaining = dict(updates)
+    lines = []
+    for line in _read(path).splitlines(keepends=True):
+        m = _ASSIGNMENT.match(line.rstrip("\n"))
+        if m and m.group(2) in remaining:
+            line = f"{m.group(1)}{m.group(2)}{m.group(3)}{remaining.pop(m.group(2))}\n"
+        lines.append(line)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    lines += [f"{key}={value}\n" for key, value in remaining.items()]
+    write_atomic(path, "".join(lines))
 
 
 def _unquote(raw: str) -> str:
@@ -126,6 +171,10 @@ def _keep_copy(path: Path, stamp: str) -> Path:
     backup = path.with_name(f"{path.name}.bak-{stamp}")
     write_atomic(backup, _read(path))
     return backup
+
+
+def read_text(path: Path) -> str:
+    return _read(path)
 
 
 def _read(path: Path) -> str:
@@ -221,6 +270,26 @@ def _mode_problems(path: Path) -> list[Problem]:
 
 
 def _cross_key_problems(name: str, parsed: Parsed) -> list[Problem]:
+    return _token_secret_problems(name, parsed) + _superuser_url_problems(name, parsed)
+
+
+def _superuser_url_problems(name: str, parsed: Parsed) -> list[Problem]:
+    if not connects_as_superuser(parsed.values):
+        return []
+    return [Problem(name, "error", "the server would log in as the database superuser; run 'dynoctl up' or "
+                    "'dynoctl migrate' to move it onto its own role (dyno_app_a)", "DATABASE_URL",
+                    parsed.lines["DATABASE_URL"])]
+
+
+def connects_as_superuser(values: Mapping[str, str]) -> bool:
+    """Whether DATABASE_URL (the server's login) is the superuser's (a stack made before
+    the server had its own role)."""
+    url = values.get("DATABASE_URL", "")
+    user = _url_password(url) is not None and unquote(urlsplit(url).username or "")
+    return bool(user) and user == (values.get("POSTGRES_USER") or "postgres")
+
+
+def _token_secret_problems(name: str, parsed: Parsed) -> list[Problem]:
     access = parsed.values.get("JWT_ACCESS_TOKEN_SECRET")
     if access and access == parsed.values.get("JWT_REFRESH_TOKEN_SECRET"):
         return [Problem(name, "error", "access and refresh token secrets are equal; each needs its own",
@@ -231,11 +300,23 @@ def _cross_key_problems(name: str, parsed: Parsed) -> list[Problem]:
 def _value_problems(key: str, value: str) -> Iterable[str]:
     if is_secret_key(key):
         yield from _secret_problems(value)
+    password = _url_password(value)
+    if password is not None:
+        for message in _secret_problems(password):
+            yield f"the password in this URL: {message}"
+    elif key == "DATABASE_URL" and "://" in value:
+        yield "the password in this URL: missing; the server must log in with a password"
     check = VALUE_CHECKS.get(key)
     if check:
         message = check(value)
         if message:
             yield message
+
+
+def secret_problems(value: str) -> list[str]:
+    """What is wrong with a secret (empty when it is fine): a placeholder, a well-known
+    value, or too short."""
+    return list(_secret_problems(value))
 
 
 def _secret_problems(value: str) -> Iterable[str]:
@@ -325,13 +406,22 @@ def environment_problems(f: EnvFile, environ: Mapping[str, str]) -> list[Problem
             for message in _value_problems(key, value)]
 
 
-def checked_values(layout: StackLayout, name: str, environ: Mapping[str, str]) -> dict[str, str]:
+REPAIRED_BY_UP = ("DATABASE_URL", "POSTGRES_USER", "POSTGRES_PASSWORD")
+
+
+def checked_values(layout: StackLayout, name: str, environ: Mapping[str, str], *,
+                   database_only: bool = False) -> dict[str, str]:
     """The effective values of one env file for a runtime to start a service with;
-    refuses (exit 3) when the file is missing or has an error, before anything starts."""
+    refuses (exit 3) when the file is missing or has an error, before anything starts.
+    ``database_only``: for starting the database and connecting as its superuser, a
+    file whose server still logs in as the superuser passes, since that is what the
+    next step (dbroles.ensure_server_role) repairs; starting the server never does."""
     f = env_file(layout, name)
     if not f.path.exists():
         raise ConfigError(f"{f.path} does not exist", hint="run 'dynoctl env init' to create it")
     errors = [p for p in check_env_file(f) if p.severity == "error"] + environment_problems(f, environ)
+    if database_only and connects_as_superuser(parse(_read(f.path)).values):
+        errors = [p for p in errors if p.key not in REPAIRED_BY_UP or p.message.startswith("malformed")]
     if errors:
         first = errors[0]
         where = f" ({first.key})" if first.key else ""

@@ -87,6 +87,8 @@ def _up(runtime, migrations_dir, build, migrate, deadline, progress, started) ->
         if pending:
             warnings.append(f"{len(pending)} migration(s) pending (--no-migrate): the server stays unready until "
                             "'dynoctl migrate' runs")
+    progress("checking the API server's database role")
+    warnings += _server_login(runtime)
     progress("starting the API server")
     if runtime.start("server", build=build, timeout=_left(deadline)):
         started.append("server")
@@ -94,6 +96,17 @@ def _up(runtime, migrations_dir, build, migrate, deadline, progress, started) ->
     wait_for_server(runtime, deadline, need_ready=migrate)
     return UpResult(runtime.name, list(started), [s for s in SERVICES if s not in started], applied,
                     {"api": runtime.api_url(), "database": address(url)}, warnings)
+
+
+def _server_login(runtime: Runtime) -> list[str]:
+    """The server's own least-privilege login (dynoctl.dbroles), made or repaired on
+    every ``up``; a stack whose server still used the superuser is moved off it."""
+    from dynoctl import dbroles
+
+    if not hasattr(runtime, "env_name"):  # a runtime without an env file (tests' fakes)
+        return []
+    message = dbroles.describe(dbroles.ensure_for_runtime(runtime))
+    return [message] if message else []
 
 
 def wait_for_server(runtime: Runtime, deadline: float, need_ready: bool = True) -> None:

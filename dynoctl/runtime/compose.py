@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import BinaryIO, Iterator, Mapping
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-from dynoctl import envfiles, proc
+from dynoctl import dbroles, envfiles, proc
 from dynoctl.config import Settings, process_environment
 from dynoctl.errors import ConfigError, DynoctlError, NotRunning, Refused, Unreachable
 from dynoctl.runtime.base import SERVICES, ServiceStatus, check_service
@@ -142,6 +142,7 @@ def _version_tuple(version: str) -> tuple[int, int]:
 # --------------------------------------------------------------------- the runtime
 class ComposeRuntime:
     name = "docker"
+    env_name = ENV_NAME
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -167,7 +168,7 @@ class ComposeRuntime:
             return False
         if running is None:
             self._ensure_port_free(service)
-        self._prepare_host_paths()
+        self._prepare_host_paths(service)
         try:
             self._compose_up(service, build=build, timeout=timeout)
         except DynoctlError:
@@ -219,11 +220,12 @@ class ComposeRuntime:
         return _exec_streaming(self.client.api, container.id, argv, environment, stdin, stdout)
 
     def database_url(self, dbname: str | None = None) -> str:
-        parts = urlsplit(self.server_env["DATABASE_URL"])
-        credentials = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else "postgres"
+        """The superuser's URL (dynoctl's own work); the server has its own login."""
+        parts = urlsplit(self.stack_env["DATABASE_URL"])
         path = f"/{dbname}" if dbname else parts.path
         query = f"?{parts.query}" if parts.query else ""
-        return f"postgresql://{credentials}@{self._address('db')}{path}{query}"
+        url = f"postgresql://{self._address('db')}{path}{query}"
+        return dbroles.with_credentials(url, *dbroles.superuser_credentials(self.stack_env))
 
     def api_url(self) -> str:
         return f"http://{self._address('server')}"
@@ -336,16 +338,27 @@ class ComposeRuntime:
         to load the project at all without it."""
         return envfiles.checked_values(self.layout, ENV_NAME, self.settings.environ)
 
+    @cached_property
+    def stack_env(self) -> dict[str, str]:
+        """What dynoctl itself needs (the superuser): checked, but a file whose server still
+        logs in as the superuser passes (``up`` moves it: dbroles.ensure_for_runtime)."""
+        return envfiles.checked_values(self.layout, ENV_NAME, self.settings.environ, database_only=True)
+
+    def forget_env(self) -> None:
+        for cached in ("server_env", "stack_env"):
+            self.__dict__.pop(cached, None)
+
     def _libpq_env(self) -> dict[str, str]:
         """Connection settings for client programs run in the db container (pg_dump,
-        psql): its unix socket, the server's own credentials; the password in the
+        psql): its unix socket, the superuser (dynoctl's own work); the password in the
         environment, never argv."""
-        parts = urlsplit(self.server_env["DATABASE_URL"])
-        return {"PGUSER": unquote(parts.username or "postgres"), "PGPASSWORD": unquote(parts.password or ""),
-                "PGDATABASE": parts.path.lstrip("/") or "postgres"}
+        user, password = dbroles.superuser_credentials(self.stack_env)
+        parts = urlsplit(self.stack_env["DATABASE_URL"])
+        return {"PGUSER": user, "PGPASSWORD": password, "PGDATABASE": parts.path.lstrip("/") or "postgres"}
 
-    def _prepare_host_paths(self) -> None:
-        _ = self.server_env  # checked before Compose reads it
+    def _prepare_host_paths(self, service: str = "server") -> None:
+        # Checked before Compose reads it; the db starts before `up` moves a server off the superuser.
+        _ = self.server_env if service == "server" else self.stack_env
         # Created here, as the user running dynoctl: left to Docker, the bind mount's
         # source would be created by the engine, owned by root.
         if not self.keys_dir.exists():

@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO, Iterator
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-from dynoctl import envfiles, pgcluster, pidfiles, proc
+from dynoctl import dbroles, envfiles, pgcluster, pidfiles, proc
 from dynoctl.config import Settings
 from dynoctl.errors import DynoctlError
 from dynoctl.runtime.base import ServiceStatus, check_service
@@ -32,6 +32,7 @@ HOST = "127.0.0.1"
 
 class LocalRuntime:
     name = "local"
+    env_name = ENV_NAME
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -51,12 +52,24 @@ class LocalRuntime:
     # -- configuration -----------------------------------------------------
     @cached_property
     def server_env(self) -> dict[str, str]:
-        """The server's environment: server.local.env (checked) over its template's defaults."""
-        return envfiles.checked_values(self.layout, ENV_NAME, self.settings.environ)
+        """The server's environment: server.local.env (checked) over its template's
+        defaults, without the superuser's credentials (the server never needs them)."""
+        values = envfiles.checked_values(self.layout, ENV_NAME, self.settings.environ)
+        return {k: v for k, v in values.items() if k not in dbroles.SUPERUSER_KEYS}
+
+    @cached_property
+    def stack_env(self) -> dict[str, str]:
+        """What dynoctl itself needs (ports, the superuser): checked, but a file whose server
+        still logs in as the superuser passes (``up`` moves it: dbroles.ensure_for_runtime)."""
+        return envfiles.checked_values(self.layout, ENV_NAME, self.settings.environ, database_only=True)
+
+    def forget_env(self) -> None:
+        for cached in ("server_env", "stack_env", "db_url_parts"):
+            self.__dict__.pop(cached, None)
 
     @cached_property
     def db_url_parts(self):
-        return urlsplit(self.server_env["DATABASE_URL"])
+        return urlsplit(self.stack_env["DATABASE_URL"])
 
     @property
     def db_port(self) -> int:
@@ -64,7 +77,7 @@ class LocalRuntime:
 
     @property
     def api_port(self) -> int:
-        return int(self.server_env["PORT"])
+        return int(self.stack_env["PORT"])
 
     @cached_property
     def cluster(self) -> pgcluster.Cluster:
@@ -117,10 +130,11 @@ class LocalRuntime:
         return child.wait()
 
     def database_url(self, dbname: str | None = None) -> str:
+        """The superuser's URL (dynoctl's own work); the server has its own login."""
         parts = self.db_url_parts
-        netloc = parts.netloc.rsplit("@", 1)
         path = f"/{dbname}" if dbname else parts.path
-        return f"postgresql://{netloc[0]}@{HOST}:{self.db_port}{path}" + (f"?{parts.query}" if parts.query else "")
+        url = f"postgresql://{HOST}:{self.db_port}{path}" + (f"?{parts.query}" if parts.query else "")
+        return dbroles.with_credentials(url, *dbroles.superuser_credentials(self.stack_env))
 
     def api_url(self) -> str:
         return f"http://{HOST}:{self.api_port}"
@@ -143,8 +157,7 @@ class LocalRuntime:
         self._make_state_dirs()
         cluster = self.cluster
         if not cluster.initialized:
-            user, password = unquote(self.db_url_parts.username or "postgres"), unquote(self.db_url_parts.password or "")
-            cluster.init(user, password)
+            cluster.init(*dbroles.superuser_credentials(self.stack_env))
         started = cluster.start(timeout)
         cluster.wait_ready(timeout)
         self._ensure_database()
@@ -161,9 +174,9 @@ class LocalRuntime:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
     def _connect_kwargs(self, dbname: str) -> dict:
-        parts = self.db_url_parts
-        return {"host": HOST, "port": self.db_port, "user": unquote(parts.username or "postgres"),
-                "password": unquote(parts.password or ""), "dbname": dbname, "connect_timeout": 5}
+        user, password = dbroles.superuser_credentials(self.stack_env)
+        return {"host": HOST, "port": self.db_port, "user": user, "password": password, "dbname": dbname,
+                "connect_timeout": 5}
 
     def _libpq_env(self) -> dict[str, str]:
         kw = self._connect_kwargs(self.db_url_parts.path.lstrip("/"))
@@ -230,7 +243,7 @@ class LocalRuntime:
 
     def _assets_dir(self) -> Path:
         try:
-            value = self.server_env.get("ASSETS_DIR", ".dyno/assets")
+            value = self.stack_env.get("ASSETS_DIR", ".dyno/assets")
         except DynoctlError:
             value = ".dyno/assets"
         return (self.settings.project_dir / value).resolve()
