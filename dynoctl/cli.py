@@ -131,6 +131,7 @@ def _register() -> None:
     app.add_typer(env.app, name="env")
     app.command("history")(history.history)
     app.command("version")(info.version)
+    app.command("rotate-secrets")(__import__("dynoctl.commands.rotate", fromlist=["rotate"]).rotate_secrets)
 
 
 _register()
