@@ -453,7 +453,7 @@ def _rotate_keys(plan, target, server, result, options, progress, clock) -> None
     result.steps.append(f"phase 2: promoted {', '.join(result.new_kids.values())}")
     if result.pruned:
         result.steps.append(f"pruned {', '.join(result.pruned)}")
-    _record_ages(target.state_dir, [ENV_SECRET_KEYS[p] for p in pending], clock())
+    _record_ages(target, [ENV_SECRET_KEYS[p] for p in pending], clock())
 
 
 def _publish(target, document, server, phase: str) -> str:
@@ -517,7 +517,12 @@ def _rotate_db_login(target, runtime, server, result, progress, fresh: bool) -> 
             raise DynoctlError(f"{target.env_path} does not read back the new DATABASE_URL")
     except BaseException:
         # Roll back: the server never saw the new login; switch it off again.
-        _disable(admin_url, dbname, new)
+        try:
+            _disable(admin_url, dbname, new)
+        except DynoctlError:
+            raise PartlyFailed(f"{new} was enabled but the env file was not updated, and switching {new} off "
+                               "again failed", hint="rerun 'dynoctl rotate-secrets --db-password' once the "
+                               "database answers: it finishes the switch") from None
         raise
     result.steps.append(f"DATABASE_URL now logs in as {new} (env file)")
     if not _move_server(target, new_url, new, server):
@@ -528,7 +533,7 @@ def _rotate_db_login(target, runtime, server, result, progress, fresh: bool) -> 
     _disable(admin_url, dbname, current)
     result.steps.append(f"server moved to {new}; {current} disabled (NOLOGIN, sessions ended)")
     result.db_login = new
-    _record_ages(target.state_dir, ["DATABASE_URL"], time.time())
+    _record_ages(target, ["DATABASE_URL"], time.time())
 
 
 def _move_server(target: Target, url: str, login: str, server: _Server) -> bool:
@@ -592,7 +597,7 @@ def _rotate_superuser(target, runtime, result, progress) -> None:
     if hasattr(runtime, "forget_env"):
         runtime.forget_env()  # dynoctl's own next connections use the new password
     result.steps.append(f"superuser {user}: new password (POSTGRES_PASSWORD)")
-    _record_ages(target.state_dir, ["POSTGRES_PASSWORD"], time.time())
+    _record_ages(target, ["POSTGRES_PASSWORD"], time.time())
 
 
 def _revoke_sessions(runtime) -> int:
@@ -606,13 +611,15 @@ def _revoke_sessions(runtime) -> int:
 
 
 # ------------------------------------------------------------------ secret ages
-def _record_ages(state_dir: Path, names: list[str], when: float) -> None:
+def _record_ages(target: Target, names: list[str], when: float) -> None:
+    """Note when secrets of one env file changed (``FILE:NAME`` -> epoch; no values)."""
+    state_dir = target.state_dir
     path = state_dir / AGES_FILENAME
     try:
         ages = json.loads(path.read_text())
     except (OSError, ValueError):
         ages = {}
-    ages.update({name: when for name in names})
+    ages.update({f"{target.env_path.name}:{name}": when for name in names})
     state_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
     write_atomic(path, json.dumps(ages, indent=2) + "\n")
 
@@ -642,7 +649,7 @@ def secret_ages(layout, max_days: float = DEFAULT_MAX_AGE_DAYS, now: float | Non
             continue
         mtime = f.path.stat().st_mtime
         for name in _secret_names(f.path):
-            when, source = recorded.get(name), "rotation record"
+            when, source = recorded.get(f"{f.path.name}:{name}"), "rotation record"
             if name in keys_created:
                 when, source = keys_created[name], "key file"
             if when is None:
@@ -685,3 +692,13 @@ def stale_warnings(ages: list[SecretAge], max_days: float) -> list[str]:
     return [f"{a.name} in {Path(a.file).name} is {a.age_days:g} days old (over {max_days:g}): "
             "run 'dynoctl rotate-secrets'" for a in ages if a.stale]
 
+
+
+def age_report(layout, environ) -> tuple[list[SecretAge], list[str]]:
+    """What ``env check`` and ``status`` show: every secret's age, and warnings past the limit."""
+    limit = max_age_days(environ)
+    try:
+        ages = secret_ages(layout, limit)
+    except DynoctlError:
+        return [], []
+    return ages, stale_warnings(ages, limit)

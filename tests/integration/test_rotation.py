@@ -261,3 +261,75 @@ def test_secret_ages_warn_past_the_limit(stack):
     assert all(a.stale for a in ages)
     assert re.search(r"JWT_ACCESS_TOKEN_SECRET .* 100 days old", "\n".join(rotation.stale_warnings(ages, 90)))
     assert not any(a.stale for a in rotation.secret_ages(layout, max_days=90))
+
+
+def test_superuser_rotation_and_database_faults(stack):
+    import psycopg
+
+    assert local(stack, "up").exit_code == 0
+    before = env_values(stack)
+    port = urlsplit(before["DATABASE_URL"]).port
+    old_admin = f"postgresql://{before.get('POSTGRES_USER') or 'postgres'}@127.0.0.1:{port}/pm_app"
+
+    result = local(stack, "rotate-secrets", "--db-superuser", "--yes")
+    assert result.exit_code == 0, result.stderr
+    after = env_values(stack)
+    assert after["POSTGRES_PASSWORD"] != before["POSTGRES_PASSWORD"]
+    assert after["DATABASE_URL"] == before["DATABASE_URL"]  # the server's login is another matter
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(old_admin, password=before["POSTGRES_PASSWORD"], connect_timeout=5).close()
+    psycopg.connect(old_admin, password=after["POSTGRES_PASSWORD"], connect_timeout=5).close()
+    assert local(stack, "migrate", "status").exit_code == 0  # dynoctl's own connections moved with it
+    assert before["POSTGRES_PASSWORD"] not in result.stdout + result.stderr
+
+    # A failure after ALTER ROLE (the env file cannot be written): the new login is
+    # switched off again and the server keeps its login.
+    from dynoctl import envfiles, rotation
+    from dynoctl.config import Settings
+    from dynoctl.errors import DynoctlError
+    from dynoctl.runtime.local import LocalRuntime
+
+    def unwritable(path, updates):
+        raise DynoctlError(f"cannot write in {path.parent}: Permission denied")
+
+    settings = Settings(project_dir=stack.project, runtime="local")
+    runtime = LocalRuntime(settings)
+    options = rotation.RotationOptions(purposes=(), db_password=True)
+    plan = rotation.make_plan(runtime, settings.layout, options)
+    original = envfiles.update_env_file
+    envfiles.update_env_file = unwritable
+    try:
+        with pytest.raises(DynoctlError, match="cannot write"):
+            rotation.apply(plan, runtime, settings.layout, options)
+    finally:
+        envfiles.update_env_file = original
+    assert env_values(stack)["DATABASE_URL"] == after["DATABASE_URL"]
+    with psycopg.connect(old_admin, password=after["POSTGRES_PASSWORD"]) as conn:
+        can_login = dict(conn.execute("SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname LIKE 'dyno_app_%'"))
+    assert can_login == {"dyno_app_a": True, "dyno_app_b": False}
+    assert httpx.get(f"{stack.api}/ready").status_code == 200
+
+    # Database down: exit 4, nothing changed.
+    assert local(stack, "down").exit_code == 0
+    down = local(stack, "rotate-secrets", "--db-password", "--yes")
+    assert down.exit_code == ExitStatus.UNREACHABLE, down.stderr
+    assert env_values(stack) == after
+
+
+def test_revoke_all_rejects_every_token_and_session(stack):
+    assert local(stack, "up").exit_code == 0
+    assert local(stack, "rotate-secrets", "--yes").exit_code == 0
+    tokens = login(stack.api, "victim@example.com")
+
+    refused = local(stack, "rotate-secrets", "--revoke-all")  # no TTY, no --yes: never
+    assert refused.exit_code == ExitStatus.REFUSED and "REVOKE EVERY SESSION" in refused.stderr
+    assert me(stack.api, tokens["access_token"]) == 200
+
+    result = local(stack, "--json", "rotate-secrets", "--revoke-all", "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["sessions_revoked"] >= 1
+    document = json.loads(stack.keys_path.read_text())
+    assert all(len(document[p]["keys"]) == 1 for p in ("access", "refresh"))
+    assert me(stack.api, tokens["access_token"]) == 401
+    assert httpx.post(f"{stack.api}/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+    assert login(stack.api, "after@example.com")["access_token"]  # new logins work at once
