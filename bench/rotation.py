@@ -70,8 +70,10 @@ def main() -> None:
         time.sleep(SETTLE_SECONDS)
         windows = []
         for _ in range(rounds):
-            for args in (("rotate-secrets", "--yes"), ("rotate-secrets", "--db-password", "--yes")):
-                windows.append((args[-2], *dynoctl(project, *args)))
+            for kind, args in (("jwt", ("rotate-secrets", "--yes")),
+                               ("db", ("rotate-secrets", "--db-password", "--yes")),
+                               ("control", ("rotate-secrets", "--dry-run"))):
+                windows.append((kind, *dynoctl(project, *args)))
                 time.sleep(SETTLE_SECONDS)
         stop.write_text("1")
         load.wait(timeout=120)
@@ -85,6 +87,8 @@ def main() -> None:
 
 def report(result: dict, windows: list[tuple[str, float, float]]) -> None:
     samples = result["samples"]
+    control = [w for w in windows if w[0] == "control"]
+    windows = [w for w in windows if w[0] != "control"]
     ratios, before_p99, during_p99, walls = [], [], [], []
     for _kind, start, end in windows:
         length = end - start
@@ -94,13 +98,18 @@ def report(result: dict, windows: list[tuple[str, float, float]]) -> None:
         during_p99.append(p99(during))
         ratios.append(p99(during) / p99(before))
         walls.append(length)
-    jwt_walls = [end - start for kind, start, end in windows if kind == "rotate-secrets"]
-    db_walls = [end - start for kind, start, end in windows if kind == "--db-password"]
+    jwt_walls = [end - start for kind, start, end in windows if kind == "jwt"]
+    db_walls = [end - start for kind, start, end in windows if kind == "db"]
     print(f"requests: {result['requests']}, failed: {len(result['failures'])}")
     print(f"p99 before rotation (median of {len(windows)} windows): {statistics.median(before_p99) * 1000:.1f} ms")
     print(f"p99 during rotation (median of {len(windows)} windows): {statistics.median(during_p99) * 1000:.1f} ms")
     print(f"p99 during/before ratio: median {statistics.median(ratios):.2f} (each: "
           + ", ".join(f"{r:.2f}" for r in ratios) + ")")
+    control_ratios = [p99([lat for t, lat in samples if start <= t < end])
+                      / p99([lat for t, lat in samples if 2 * start - end <= t < start]) for _, start, end in control]
+    print(f"control, a dynoctl process that changes nothing (rotate-secrets --dry-run): p99 during/before median "
+          f"{statistics.median(control_ratios):.2f}")
+    print(f"median latency over the run: {statistics.median(lat for _, lat in samples) * 1000:.1f} ms")
     print(f"rotation wall time: JWT median {statistics.median(jwt_walls):.2f} s, "
           f"database login median {statistics.median(db_walls):.2f} s")
 

@@ -430,6 +430,8 @@ def _rotate_keys(plan, target, server, result, options, progress, clock) -> None
             add_pending(document, purpose, now)
     pending = [p for p in PURPOSES if document[p].get("pending")]
     if not pending:
+        if not result.pruned:
+            return  # nothing changed: no write, no reload
         result.keyset = _publish(target, document, server, "prune")
         if result.pruned:
             result.steps.append(f"pruned {', '.join(result.pruned)}")
