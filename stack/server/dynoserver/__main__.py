@@ -34,20 +34,6 @@ import uvicorn  # noqa: E402
 from dynoserver import workers  # noqa: E402  (standard library only)
 
 
-def worker_count(argv: list[str], environ: dict) -> int:
-    """The number of workers uvicorn will start: ``--workers`` wins over WEB_CONCURRENCY."""
-    value = environ.get("WEB_CONCURRENCY", "1")
-    for i, arg in enumerate(argv):
-        if arg == "--workers" and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--workers="):
-            value = arg.split("=", 1)[1]
-    try:
-        return max(1, int(value))
-    except ValueError:
-        return 1  # uvicorn itself reports the bad value
-
-
 def _forward_sighup(self) -> None:
     for process in self.processes:
         if process.pid is not None and process.process.is_alive():
@@ -56,7 +42,7 @@ def _forward_sighup(self) -> None:
 
 def main() -> None:
     argv = sys.argv[1:]
-    os.environ[workers.WORKERS_VARIABLE] = str(worker_count(argv, os.environ))
+    os.environ[workers.WORKERS_VARIABLE] = str(workers.worker_count(argv, os.environ))
     state = tempfile.mkdtemp(prefix="dynoserver-workers-")  # mode 0700, ours alone
     atexit.register(shutil.rmtree, state, True)
     os.environ[workers.STATE_DIR_VARIABLE] = state  # inherited by the spawned workers

@@ -30,6 +30,20 @@ def state_dir() -> Path | None:
     return Path(value) if value else None
 
 
+def worker_count(argv: list[str], environ: dict) -> int:
+    """The number of workers uvicorn will start: ``--workers`` wins over WEB_CONCURRENCY."""
+    value = environ.get("WEB_CONCURRENCY", "1")
+    for i, arg in enumerate(argv):
+        if arg == "--workers" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--workers="):
+            value = arg.split("=", 1)[1]
+    try:
+        return max(1, int(value))
+    except ValueError:
+        return 1  # uvicorn itself reports the bad value
+
+
 def expected_workers() -> int:
     try:
         return max(1, int(os.environ.get(WORKERS_VARIABLE, "1")))
