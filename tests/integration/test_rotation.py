@@ -309,11 +309,29 @@ def test_superuser_rotation_and_database_faults(stack):
     assert can_login == {"dyno_app_a": True, "dyno_app_b": False}
     assert httpx.get(f"{stack.api}/ready").status_code == 200
 
+    # A run cut short after enabling the other login: the database says so, and the next
+    # run (any rotation) disables it before doing its own work.
+    from dynoctl import dbroles
+
+    dbroles.ensure_app_roles(runtime.database_url(), "pm_app", "dyno_app_b", secrets_token())
+    resumed = local(stack, "rotate-secrets", "--yes")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "interrupted" in resumed.stderr
+    with psycopg.connect(old_admin, password=after["POSTGRES_PASSWORD"]) as conn:
+        can_login = dict(conn.execute("SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname LIKE 'dyno_app_%'"))
+    assert can_login == {"dyno_app_a": True, "dyno_app_b": False}
+
     # Database down: exit 4, nothing changed.
     assert local(stack, "down").exit_code == 0
     down = local(stack, "rotate-secrets", "--db-password", "--yes")
     assert down.exit_code == ExitStatus.UNREACHABLE, down.stderr
     assert env_values(stack) == after
+
+
+def secrets_token() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(32)
 
 
 def test_revoke_all_rejects_every_token_and_session(stack):
