@@ -241,7 +241,30 @@ def check_env_files(layout: StackLayout) -> CheckReport:
     problems: list[Problem] = []
     for f in files:
         problems.extend(check_env_file(f))
+    problems += key_file_problems(layout)
     return CheckReport([str(f.path) for f in files], problems)
+
+
+def key_file_problems(layout: StackLayout) -> list[Problem]:
+    """JWT key files (in .dyno/keys, and the local env file's JWT_KEYS_FILE) whose mode
+    the server refuses: the same rule, from dynoserver.keys."""
+    from dynoserver.keys import key_file_mode_problem
+
+    candidates = set(layout.state_dir.joinpath("keys").glob("*.json"))
+    local = layout.env_dir / "server.local.env"
+    if local.exists():
+        configured = parse(_read(local)).values.get("JWT_KEYS_FILE")
+        if configured:
+            candidates.add(layout.state_dir.parent / configured)
+    problems = []
+    for path in sorted(candidates):
+        try:
+            message = key_file_mode_problem(path.stat().st_mode)
+        except OSError:
+            continue  # no key file yet: the env secrets are used
+        if message:
+            problems.append(Problem(str(path), "error", f"JWT key file: the server refuses it: {message}"))
+    return problems
 
 
 def check_env_file(f: EnvFile) -> list[Problem]:

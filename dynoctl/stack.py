@@ -88,24 +88,33 @@ def _up(runtime, migrations_dir, build, migrate, deadline, progress, started) ->
             warnings.append(f"{len(pending)} migration(s) pending (--no-migrate): the server stays unready until "
                             "'dynoctl migrate' runs")
     progress("checking the API server's database role")
-    warnings += _server_login(runtime)
+    warnings += ensure_server_login(runtime, restart_running=False)
     progress("starting the API server")
     if runtime.start("server", build=build, timeout=_left(deadline)):
         started.append("server")
+    warnings += getattr(runtime, "notices", [])
     progress("waiting for the API server to be ready")
     wait_for_server(runtime, deadline, need_ready=migrate)
     return UpResult(runtime.name, list(started), [s for s in SERVICES if s not in started], applied,
                     {"api": runtime.api_url(), "database": address(url)}, warnings)
 
 
-def _server_login(runtime: Runtime) -> list[str]:
-    """The server's own least-privilege login (dynoctl.dbroles), made or repaired on
-    every ``up``; a stack whose server still used the superuser is moved off it."""
+def ensure_server_login(runtime: Runtime, restart_running: bool = True) -> list[str]:
+    """The server's own least-privilege login (dynoctl.dbroles), made or repaired by every
+    ``up`` and ``migrate``; a stack whose server still used the superuser is moved off it,
+    and a running server, whose credentials just changed, is restarted (or only stopped,
+    when the caller starts it next). Returns what the user should be told."""
     from dynoctl import dbroles
 
     if not hasattr(runtime, "env_name"):  # a runtime without an env file (tests' fakes)
         return []
-    message = dbroles.describe(dbroles.ensure_for_runtime(runtime))
+    result = dbroles.ensure_for_runtime(runtime)
+    if result.moved_from and _service(runtime, "server").state not in ("stopped", "exited"):
+        if restart_running:
+            restart(runtime, ["server"])
+        else:
+            runtime.stop("server")
+    message = dbroles.describe(result)
     return [message] if message else []
 
 

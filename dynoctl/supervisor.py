@@ -1,6 +1,6 @@
 """A small supervisor for the local runtime's API server.
 
-Run as ``python -m dynoctl.supervisor CHILD_PIDFILE -- ARGV...`` in its own session,
+Run as ``python -m dynoctl.supervisor CHILD_PIDFILE [--user NAME] -- ARGV...`` in its own session,
 with stdout/stderr already pointing at the log file. It restarts the server when it
 exits unexpectedly (with back-off) and gives up after repeated quick crashes, so a
 server that cannot start does not loop forever. SIGTERM/SIGINT stop it and the
@@ -27,8 +27,9 @@ def say(message: str) -> None:
 
 
 class Supervisor:
-    def __init__(self, argv: list[str], child_pidfile: Path):
+    def __init__(self, argv: list[str], child_pidfile: Path, user: str | None = None):
         self.argv = argv
+        self.user = user
         self.child_pidfile = child_pidfile
         self.child: subprocess.Popen | None = None
         self.stopping = False
@@ -49,7 +50,7 @@ class Supervisor:
         quick_crashes = 0
         while not self.stopping:
             started = time.monotonic()
-            self.child = subprocess.Popen(self.argv)
+            self.child = subprocess.Popen(self.argv, **self._account())
             pidfiles.write(self.child_pidfile, self.child.pid)
             code = self.child.wait()
             if self.stopping:
@@ -68,12 +69,29 @@ class Supervisor:
         return 0
 
 
+    def _account(self) -> dict:
+        # The server drops to its own account; the supervisor stays root, to write the pid
+        # file in dynoctl's private run dir and to restart the server.
+        if self.user is None:
+            return {}
+        import pwd
+
+        import os
+
+        entry = pwd.getpwnam(self.user)
+        env = {**os.environ, "HOME": entry.pw_dir, "USER": self.user, "LOGNAME": self.user}
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], "env": env}
+
+
 def main(args: list[str]) -> int:
+    user = None
+    if len(args) > 2 and args[1] == "--user":
+        user, args = args[2], [args[0], *args[3:]]
     pidfile, sep, *argv = args
     if sep != "--" or not argv:
-        print("usage: python -m dynoctl.supervisor CHILD_PIDFILE -- ARGV...", file=sys.stderr)
+        print("usage: python -m dynoctl.supervisor CHILD_PIDFILE [--user NAME] -- ARGV...", file=sys.stderr)
         return 2
-    return Supervisor(argv, Path(pidfile)).run()
+    return Supervisor(argv, Path(pidfile), user).run()
 
 
 if __name__ == "__main__":

@@ -25,15 +25,15 @@ def up(ctx: typer.Context, revision: str = typer.Argument("head", help="Target r
     """Apply pending migrations up to REVISION (default: head), then make sure the API
     server's own database role exists with what it needs (moving a server that still
     logs in as the superuser onto it)."""
-    from dynoctl import dbroles, migrations
+    from dynoctl import migrations, stack
 
     app_ctx = app_context(ctx)
     url = app_ctx.runtime.database_url()
     with app_ctx.out.progress("applying migrations"):
         result = migrations.upgrade(url, app_ctx.settings.layout.migrations_dir, revision)
         # The server's role, with privileges on what the migrations just created.
-        message = dbroles.describe(dbroles.ensure_for_runtime(app_ctx.runtime))
-    if message:
+        messages = stack.ensure_server_login(app_ctx.runtime)
+    for message in messages:
         app_ctx.out.warn(message)
     app_ctx.out.result(result, _render_result)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 from urllib.parse import urlsplit
 
-from dynoctl import dbroles, envfiles, pgcluster, pidfiles, proc
+from dynoctl import dbroles, envfiles, pgcluster, pidfiles, proc, serveruser
 from dynoctl.config import Settings
 from dynoctl.errors import DynoctlError
 from dynoctl.runtime.base import ServiceStatus, check_service
@@ -43,6 +43,7 @@ class LocalRuntime:
         self.server_log = self.state / "logs" / "server.log"
         self.server_pidfile = self.run_dir / "server.pid"
         self.supervisor_pidfile = self.run_dir / "supervisor.pid"
+        self.notices: list[str] = []  # for the user, collected by dynoctl.stack.up
 
     def has_live_process(self) -> bool:
         """Whether this project's local stack runs (cheap: pid files only, no env file)."""
@@ -198,11 +199,13 @@ class LocalRuntime:
         env = self.server_env  # validates the env file before anything starts
         pgcluster.ensure_port_free(self.api_port, "the API server", HOST)
         self._make_state_dirs()
+        account = self._server_account()
         argv = [sys.executable, "-m", "dynoserver", "--host", HOST, "--port", str(self.api_port),
                 "--no-server-header"]
+        run_as = ["--user", account.user] if account else []
         with open(self.server_log, "ab") as log:
             supervisor = proc.spawn(
-                [sys.executable, "-m", "dynoctl.supervisor", self.server_pidfile, "--", *argv],
+                [sys.executable, "-m", "dynoctl.supervisor", self.server_pidfile, *run_as, "--", *argv],
                 env=env, cwd=self.settings.project_dir, stdout=log, stderr=log, detach=True)
         pidfiles.write(self.supervisor_pidfile, supervisor.pid)
         return True
@@ -236,10 +239,21 @@ class LocalRuntime:
 
     def _make_state_dirs(self) -> None:
         # .dyno may be entered but not listed by others: PostgreSQL's own account must
-        # reach .dyno/pg; logs and pid files are ours alone.
+        # reach .dyno/pg; logs, pid files and backups are ours alone.
         self.state.mkdir(mode=0o711, exist_ok=True)
-        for private in (self.run_dir, self.server_log.parent):
+        for private in (self.run_dir, self.server_log.parent, self.state / "backups"):
             private.mkdir(mode=0o700, exist_ok=True)
+        serveruser.prepare_keys_dir(self.state / "keys", None)
+
+    def _server_account(self) -> proc.RunAs | None:
+        """As root, the unprivileged account the server runs as (dynoctl.serveruser), with
+        its uploads and read access to the key file; otherwise None (ourselves)."""
+        account, warning = serveruser.server_account(self.settings.get("DYNO_SERVER_USER"), self.settings.project_dir)
+        if warning:
+            self.notices.append(warning)
+        serveruser.own_private_dir(self._assets_dir(), account)
+        serveruser.prepare_keys_dir(self.state / "keys", account)
+        return account
 
     def _assets_dir(self) -> Path:
         try:

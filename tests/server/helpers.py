@@ -93,4 +93,5 @@ def write_key_file(path: Path, access: dict[str, str], refresh: dict[str, str], 
     }
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(document))
+    temporary.chmod(0o600)  # the server refuses a key file other users can read
     temporary.replace(path)

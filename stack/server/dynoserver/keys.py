@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,16 +105,40 @@ def keyset_from_secrets(access_secret: str, refresh_secret: str) -> KeySet:
     return keyset_from_document(document)
 
 
+# Who besides the owner may touch the key file: its group may read it (the docker
+# runtime's container reads it through its group), nobody else may read it, and nobody
+# but the owner may change it (a writer could plant a key and forge any token).
+FORBIDDEN_KEY_FILE_BITS = 0o027
+
+
+def key_file_mode_problem(mode: int) -> str | None:
+    """Why a key file with this st_mode must not be used; None when its mode is safe.
+    dynoctl's ``env check`` asks the same question."""
+    bad = stat.S_IMODE(mode) & FORBIDDEN_KEY_FILE_BITS
+    if not bad:
+        return None
+    who = "other users can read it" if bad & 0o004 else "users other than its owner can change it"
+    return f"mode {stat.S_IMODE(mode):04o}: {who}; run 'chmod 600' on it (0640 when a container reads it through its group)"
+
+
 def keyset_from_file(path: Path) -> KeySet:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode  # of the file read, not of a later replacement
+            document = json.loads(handle.read().decode("utf-8"))
     except OSError as exc:
         raise KeyConfigError(f"cannot read key file {path}: {exc.strerror}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         # The exception text could quote file content; report the position only.
         position = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         raise KeyConfigError(f"key file {path} is not valid UTF-8 JSON{position}") from None
-    return keyset_from_document(document)
+    keyset = keyset_from_document(document)
+    problem = key_file_mode_problem(mode)
+    if problem:
+        # Refused, not used with a warning: its secrets may already be copied, and every
+        # token signed with them could be forged.
+        raise KeyConfigError(f"key file {path} refused: {problem}")
+    return keyset
 
 
 def keyset_from_document(document: object) -> KeySet:

@@ -30,6 +30,11 @@ from pathlib import Path
 log = logging.getLogger("dynoserver.storage")
 
 _UUID_AFTER_PREFIX = r"[0-9a-f]{6}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+# Uploads are private to the service: other local accounts can read neither the files
+# nor the names. Modes are given at creation (not chmod after), so no moment exists
+# where a file is readable by others; the umask can only narrow them further.
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 STORAGE_PATH = re.compile(rf"^(?P<prefix>[0-9a-f]{{2}})/(?P<id>(?P=prefix){_UUID_AFTER_PREFIX})$")
 PARTIAL_SUFFIX = ".part"
 
@@ -70,8 +75,8 @@ class FileSink:
         self.storage_path = storage_path_for(asset_id)
         self._final = assets_dir / self.storage_path
         self._partial = self._final.with_name(self._final.name + PARTIAL_SUFFIX)
-        self._final.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self._partial, "xb")
+        _private_dirs(assets_dir, self._final.parent)
+        self._file = os.fdopen(os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb")
         self._max_bytes = max_bytes
         self._sha256 = hashlib.sha256()
         self.size = 0
@@ -102,6 +107,17 @@ class FileSink:
         """Remove only an unfinished ``.part``: a committed file may already have its row."""
         self._file.close()
         self._partial.unlink(missing_ok=True)
+
+
+def _private_dirs(assets_dir: Path, prefix_dir: Path) -> None:
+    """ASSETS_DIR and the prefix dir under it, created 0700 (Path.mkdir gives ``mode`` to
+    the last component only, so each level is made on its own)."""
+    for directory in (*reversed(assets_dir.parents), assets_dir, prefix_dir):
+        if not directory.is_dir():
+            try:
+                directory.mkdir(mode=DIR_MODE if directory in (assets_dir, prefix_dir) else 0o755)
+            except FileExistsError:
+                pass  # another upload made it first
 
 
 def _fsync_dir(directory: Path) -> None:
