@@ -20,7 +20,7 @@ the same key set (the same version), so every token keeps verifying.
 
 Database logins (``dynoctl.dbroles``): the server alternates between dyno_app_a and
 dyno_app_b. The other login gets a fresh password and LOGIN, DATABASE_URL is
-rewritten in the env file and in ``database-url`` beside the key file (which the
+rewritten in the env file and in ``database.json`` beside the key file (which the
 server re-reads on SIGHUP; a container's environment is fixed), every worker must
 report the new login, then the old login is disabled and its sessions ended. If
 the run is cut short, the database says so (both logins can log in) and the next
@@ -46,7 +46,7 @@ from dynoctl.errors import ConfigError, DynoctlError, PartlyFailed, Refused, Unr
 
 PURPOSES = ("access", "refresh")
 KEYS_FILENAME = "jwt-keys.json"
-CREDENTIAL_FILENAME = "database-url"  # dynoserver.db.CREDENTIAL_FILENAME (the server reads it)
+CREDENTIAL_FILENAME = "database.json"  # dynoserver.db.CREDENTIAL_FILENAME (the server reads it)
 AGES_FILENAME = "secret-ages.json"
 SECRET_BYTES = 48  # 384 bits (>= 256 asked)
 GRACE_MARGIN_SECONDS = 300
@@ -135,8 +135,11 @@ def locate(runtime, layout) -> Target:
         keys_path = (layout.state_dir.parent / configured).resolve()
     else:  # the compose file mounts .dyno/keys at /data/keys
         keys_path = keys_dir / KEYS_FILENAME
-    # The container's server (another uid, in dynoctl's group) reads through the group.
-    mode = 0o600 if runtime.name == "local" else 0o640
+    # A server that runs as another account reads through the group: the container's
+    # (in dynoctl's group) and, as root, the local one (dynoctl.serveruser makes the
+    # key directory setgid to its group). Otherwise nobody but us.
+    shared = runtime.name != "local" or (keys_path.parent.exists() and keys_path.parent.stat().st_mode & 0o2000)
+    mode = 0o640 if shared else 0o600
     return Target(env.path, keys_path, keys_path.parent / CREDENTIAL_FILENAME, mode, layout.state_dir)
 
 
@@ -542,8 +545,8 @@ def _move_server(target: Target, url: str, login: str, server: _Server) -> bool:
     """Write the credential file the server re-reads, reload it, wait for every worker."""
     target.credential_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
     keep_copy(target.credential_path, keep=2)
-    write_atomic(target.credential_path, url + "\n", mode=target.keys_mode)
-    if target.credential_path.read_text().strip() != url:
+    write_atomic(target.credential_path, json.dumps({"url": url}) + "\n", mode=target.keys_mode)
+    if json.loads(target.credential_path.read_text()).get("url") != url:
         raise DynoctlError(f"{target.credential_path} does not read back what was written")
     return server.reload_and_confirm(db_login=login)
 

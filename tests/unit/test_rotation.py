@@ -46,7 +46,7 @@ def test_drop_pending_restores_the_previous_key_set():
 
 def test_write_document_is_atomic_keeps_a_copy_and_reads_back(tmp_path):
     target = Target(tmp_path / "server.local.env", tmp_path / "keys" / "jwt-keys.json",
-                    tmp_path / "keys" / "database-url", 0o600, tmp_path)
+                    tmp_path / "keys" / "database.json", 0o600, tmp_path)
     document = rotation.document_from_env(ENV, now=0)
     version = rotation.write_document(target, document)
     rotation.add_pending(document, "access", now=1)

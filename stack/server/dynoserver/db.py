@@ -1,7 +1,7 @@
 """Database engine and per-request sessions, and the credential that may change at run time.
 
 Secret rotation moves the server to another database login without a restart: it
-writes the new ``DATABASE_URL`` to ``database-url`` beside the JWT key file (the
+writes the new ``DATABASE_URL`` to ``database.json`` (``{"url": ...}``) beside the JWT key file (the
 directory the docker runtime mounts into the container, whose environment is fixed
 at creation) and sends SIGHUP. ``Database.reload`` then builds an engine for the new
 URL and swaps it in; requests in flight finish on the old engine's connections,
@@ -11,6 +11,7 @@ that file exists it wins over the environment's ``DATABASE_URL``, at start-up to
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dynoserver.dburl import sqlalchemy_url
 
 log = logging.getLogger("dynoserver.db")
-CREDENTIAL_FILENAME = "database-url"
+CREDENTIAL_FILENAME = "database.json"  # *.json: dynoctl gives the key dir's JSON files the server's group
 
 
 def credential_file(jwt_keys_file: Path | None) -> Path | None:
@@ -67,13 +68,15 @@ class Database:
     def _read_url(self) -> str:
         if self._credential_path is not None:
             try:
-                text = self._credential_path.read_text(encoding="utf-8").strip()
+                url = json.loads(self._credential_path.read_text(encoding="utf-8")).get("url")
             except FileNotFoundError:
                 return self._env_url
             except OSError as exc:
                 raise ValueError(f"cannot read {self._credential_path}: {exc.strerror}") from None
-            if text:
-                return text
+            except (ValueError, AttributeError):
+                raise ValueError(f"{self._credential_path} is not a JSON object") from None  # never quote it
+            if isinstance(url, str) and url:
+                return url
         return self._env_url
 
 
