@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import typer
 
 from dynoctl.commands import app_context, exclusive
@@ -40,9 +38,6 @@ def rotate_secrets(
     from dynoctl.lock import command_line
 
     app_ctx = app_context(ctx)
-    # Rotation is never in a hurry, the server it rotates is: on a busy host it takes
-    # the CPU it needs after the server's requests (lower priority, never higher).
-    os.nice(10)
     if revoke_all and (access or refresh or prune):
         raise UsageError("--revoke-all replaces every key: it takes no --access/--refresh/--prune")
     jwt = (access or refresh or not (db_password or db_superuser or prune or revoke_all))

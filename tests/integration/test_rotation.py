@@ -63,6 +63,16 @@ def login(api: str, email: str) -> dict:
         return client.post("/auth/login", json={"email": email, "password": PASSWORD}).json()
 
 
+def all_workers_reported(api: str, timeout: float = 60) -> dict:
+    """/health once every worker has reported (/ready answered from one of them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        health = httpx.get(f"{api}/health").json()
+        if len(health["workers"]) >= health["workers_expected"] or time.monotonic() > deadline:
+            return health
+        time.sleep(0.2)
+
+
 def me(api: str, access_token: str) -> int:
     return httpx.get(f"{api}/auth/me", headers={"Authorization": f"Bearer {access_token}"}, timeout=10).status_code
 
@@ -99,7 +109,7 @@ def secret_values(run: Dynoctl, extra: list[str]) -> set[str]:
 def test_rotation_under_load_logs_no_one_out(stack, tmp_path):
     up = local(stack, "up")
     assert up.exit_code == 0, up.stderr
-    health = httpx.get(f"{stack.api}/health").json()
+    health = all_workers_reported(stack.api)
     assert health["workers_expected"] == 2 and len(health["workers"]) == 2
     worker_pids = {w["pid"] for w in health["workers"]}
     old_env = env_values(stack)

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import Dynoctl, free_port, make_project
 from tests.integration.test_docker_runtime import missing_prerequisite
-from tests.integration.test_rotation import FAST_HASHING, Load, login, me, secret_values
+from tests.integration.test_rotation import FAST_HASHING, Load, all_workers_reported, login, me, secret_values
 
 pytestmark = pytest.mark.docker
 
@@ -47,7 +47,7 @@ def test_docker_rotation_under_load(docker_stack, tmp_path):
     run = docker_stack
     up = run("up", "--build", "--timeout", "600", env=run.env)
     assert up.exit_code == 0, up.stderr
-    health = httpx.get(f"{run.api}/health").json()
+    health = all_workers_reported(run.api)
     assert health["workers_expected"] == 2 and len(health["workers"]) == 2
     container_workers = {w["pid"] for w in health["workers"]}
     before = login(run.api, "before@example.com")
