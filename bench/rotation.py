@@ -54,7 +54,7 @@ def configure(project: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     rounds = parser.parse_args().rounds
     project, work = make_project("dyno-bench-rot-"), Path(tempfile.mkdtemp(prefix="dyno-bench-rot-load-"))
     try:

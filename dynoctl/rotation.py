@@ -389,7 +389,9 @@ def wait_for_workers(api_url: str, keyset: str | None, db_login: str | None, tim
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.1)
+        # Each poll is a request the server serves alongside its users': a few per
+        # second suffice (uvicorn's manager itself forwards signals every 0.5 s).
+        time.sleep(0.25)
 
 
 def read_health(api_url: str) -> dict | None:

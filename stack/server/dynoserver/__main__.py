@@ -37,7 +37,10 @@ from dynoserver import workers  # noqa: E402  (standard library only)
 def _forward_sighup(self) -> None:
     for process in self.processes:
         if process.pid is not None and process.process.is_alive():
-            os.kill(process.pid, signal.SIGHUP)
+            try:
+                os.kill(process.pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass  # it just exited: its replacement reads the files when it starts
 
 
 def main() -> None:
