@@ -88,3 +88,15 @@ def test_revoke_all_takes_no_other_key_option(dynoctl):
     assert dynoctl("env", "init").exit_code == 0
     result = dynoctl("--runtime", "local", "rotate-secrets", "--revoke-all", "--access", "--yes")
     assert result.exit_code == 2 and "--revoke-all" in result.stderr
+
+
+def test_env_check_and_status_show_secret_ages(dynoctl):
+    assert dynoctl("env", "init").exit_code == 0
+    result = dynoctl("--json", "env", "check")
+    ages = json.loads(result.stdout)["secret_ages"]
+    assert {"JWT_ACCESS_TOKEN_SECRET", "DATABASE_URL"} <= {a["name"] for a in ages}
+    assert not any(a["stale"] for a in ages) and "warning" not in result.stderr
+    old = dynoctl("env", "check", env={"DYNO_SECRET_MAX_AGE_DAYS": "-1"})
+    assert "JWT_ACCESS_TOKEN_SECRET in server.local.env is 0 days old" in old.stderr
+    status = dynoctl("--runtime", "local", "status", env={"DYNO_SECRET_MAX_AGE_DAYS": "-1"})
+    assert "run 'dynoctl rotate-secrets'" in status.stderr
