@@ -39,6 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = KeyStore(settings.jwt_keys_file, settings.access_token_secret, settings.refresh_token_secret)
     app.state.passwords = Passwords(settings)
     app.state.database = Database(settings.database_url, credential_file(settings.jwt_keys_file))
+    app.state.database_reload_lock = asyncio.Lock()
+    app.state.reload_tasks = set()
     _publish_database(app)
     install_error_handlers(app)
     for module in (health, auth, projects, tasks, assets):
@@ -121,16 +123,32 @@ def _publish_database(app: FastAPI) -> None:
 
 
 def _reload(app: FastAPI) -> None:
-    """SIGHUP: re-read the key file and the database credential, then tell the other workers."""
+    """SIGHUP (on the event loop): re-read the key file at once; the database credential
+    in a task, since logging in with it blocks (see Database.prepare). Each step is
+    reported for the other workers' /health when done."""
     _reload_keys(app.state.keys)
-    try:
-        if app.state.database.reload():
-            _publish_database(app)
-            log.info("SIGHUP: database login is now %s", app.state.database.login)
-    except Exception as exc:  # noqa: BLE001  a bad credential file must not end the worker
-        # Only the type: a URL parse error could quote the password.
-        log.error("SIGHUP: database credential reload failed, keeping the current one (%s)", type(exc).__name__)
     _report(app)
+    task = asyncio.get_running_loop().create_task(_reload_database(app))
+    app.state.reload_tasks.add(task)  # a reference, so the task is not collected mid-way
+    task.add_done_callback(app.state.reload_tasks.discard)
+
+
+async def _reload_database(app: FastAPI) -> None:
+    database = app.state.database
+    async with app.state.database_reload_lock:  # SIGHUPs in a row: one log-in at a time
+        try:
+            prepared = await asyncio.to_thread(database.prepare)
+        except Exception as exc:  # noqa: BLE001  a bad credential must not end the worker
+            # Only the type: a URL parse error could quote the password.
+            log.error("SIGHUP: new database credential not usable, keeping the current one (%s)",
+                      type(exc).__name__)
+            return
+        if prepared is None:
+            return
+        database.swap(*prepared)
+        _publish_database(app)
+        log.info("SIGHUP: database login is now %s", database.login)
+        _report(app)
 
 
 def _report(app: FastAPI) -> None:

@@ -52,18 +52,37 @@ class Database:
     def login(self) -> str | None:
         return login_of(self.url)
 
-    def reload(self) -> bool:
-        """Re-read the credential file; True when the engine was replaced."""
+    def prepare(self) -> tuple[str, Engine] | None:
+        """Blocking, so run it off the event loop: for a changed credential file, a new
+        engine whose pool already holds tested connections (no request pays for the
+        log-in); None when nothing changed. Raises when the new credential does not
+        work, and the current engine stays."""
         url = self._read_url()
         if url == self.url:
-            return False
-        engine = create_db_engine(url)  # validates the URL before anything is swapped
+            return None
+        engine = create_db_engine(url)
+        try:
+            with engine.connect() as first, engine.connect() as second:
+                first.exec_driver_sql("SELECT 1")
+                second.exec_driver_sql("SELECT 1")
+        except BaseException:
+            engine.dispose()
+            raise
+        return url, engine
+
+    def swap(self, url: str, engine: Engine) -> None:
         old = self.engine
-        # Factory first, then the engine: a request takes the factory once, so it
-        # sees one engine from start to end.
+        # Factory and engine together: a request takes the factory once, so it sees one
+        # engine from start to end.
         self.url, self.engine, self.session_factory = url, engine, create_session_factory(engine)
         old.dispose()  # idle connections close now; checked-out ones when their request returns them
-        return True
+
+    def reload(self) -> bool:
+        """prepare + swap in one blocking call; True when the engine was replaced."""
+        prepared = self.prepare()
+        if prepared is not None:
+            self.swap(*prepared)
+        return prepared is not None
 
     def _read_url(self) -> str:
         if self._credential_path is not None:
