@@ -35,12 +35,12 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o600) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)  # the umask may have narrowed os.open's mode
+            if path.exists():  # the old file's owner, before any byte is written
+                st = path.stat()
+                os.fchown(handle.fileno(), st.st_uid, st.st_gid)
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
-        if path.exists():
-            st = path.stat()
-            os.chown(tmp, st.st_uid, st.st_gid)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

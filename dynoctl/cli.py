@@ -220,6 +220,7 @@ def _register() -> None:
     from dynoctl.commands import schedule
     app.add_typer(schedule.app, name="schedule"); app.add_typer(schedule.runner, name="scheduler")
     from dynoctl.commands import backup; app.add_typer(backup.app, name="backup"); app.command("restore")(backup.restore)
+    app.command("rotate-secrets")(__import__("dynoctl.commands.rotate", fromlist=["rotate"]).rotate_secrets)
 
 
 _register()

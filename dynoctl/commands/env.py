@@ -51,8 +51,16 @@ def check(ctx: typer.Context) -> None:
     require_project(app_ctx)
     _warn_ignored(app_ctx)
     report = envfiles.check_env_files(app_ctx.settings.layout)
-    app_ctx.out.result(
-        {"ok": report.ok, "files": report.files, "problems": report.problems}, lambda _: _problems_table(report))
+    from dynoctl.rotation import age_report  # secret ages: rotation's records (see rotate-secrets)
+
+    ages, stale = age_report(app_ctx.settings.layout, app_ctx.settings.environ)
+    app_ctx.out.result({"ok": report.ok, "files": report.files, "problems": report.problems, "secret_ages": ages},
+                       lambda _: _problems_table(report))
+    for file in dict.fromkeys(a.file for a in ages):
+        app_ctx.out.info(f"secret ages in {file}: " + ", ".join(
+            f"{a.name} {a.age_days:g}d" for a in ages if a.file == file))
+    for warning in stale:
+        app_ctx.out.warn(warning)
     if not report.ok:
         errors = sum(p.severity == "error" for p in report.problems)
         raise ConfigError(f"env check found {errors} error(s)", hint="fix them, or run 'dynoctl env init' for missing files")

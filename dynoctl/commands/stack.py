@@ -92,6 +92,10 @@ def status(ctx: typer.Context) -> None:
     result = stack.status(app_ctx.runtime, app_ctx.settings.layout.migrations_dir)
     _warn_all(app_ctx, result.warnings)
     app_ctx.out.result(result, _render_status)
+    from dynoctl.rotation import age_report  # warn about secrets older than DYNO_SECRET_MAX_AGE_DAYS
+
+    for warning in age_report(app_ctx.settings.layout, app_ctx.settings.environ)[1]:
+        app_ctx.out.warn(warning)
 
 
 def _warn_all(app_ctx, warnings) -> None:

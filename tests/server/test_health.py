@@ -27,7 +27,10 @@ def test_health_reports_the_key_set_version(client):
     response = client.get("/health")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "keyset": client.app.state.keys.current.version}
+    body = response.json()
+    version = client.app.state.keys.current.version
+    assert (body["status"], body["keyset"], body["workers_expected"]) == ("ok", version, 1)
+    assert [(w["keyset"], w["db_login"]) for w in body["workers"]] == [(version, client.app.state.database.login)]
 
 
 def test_ready_is_503_before_migration_and_200_after(postgres, tmp_path):

@@ -16,8 +16,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from dynoserver import assets, auth, health, openapi, projects, tasks
-from dynoserver.db import create_db_engine, create_session_factory
+from dynoserver import assets, auth, health, openapi, projects, tasks, workers
+from dynoserver.db import Database, credential_file
 from dynoserver.errors import InternalErrorMiddleware, install_error_handlers
 from dynoserver.keys import KeyConfigError, KeyStore
 from dynoserver.limits import JSON_BODY_LIMIT, BodyLimitMiddleware
@@ -40,8 +40,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = KeyStore(settings.jwt_keys_file, settings.access_token_secret, settings.refresh_token_secret)
     app.state.passwords = Passwords(settings)
     app.state.throttle = Throttle(settings.auth_window_seconds)
-    app.state.engine = create_db_engine(settings.database_url)
-    app.state.session_factory = create_session_factory(app.state.engine)
+    app.state.database = Database(settings.database_url, credential_file(settings.jwt_keys_file))
+    app.state.database_reload_lock = asyncio.Lock()
+    app.state.reload_tasks = set()
+    _publish_database(app)
     install_error_handlers(app)
     for module in (health, auth, projects, tasks, assets):
         app.include_router(module.router)
@@ -83,10 +85,11 @@ def _note_sighup_until_started() -> threading.Event:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    stop_reloading = _reload_keys_on_sighup(app.state.keys)
+    stop_reloading = _reload_on_sighup(app)
     if app.state.early_sighup.is_set():
         # Checked after the loop's handler is in place, so no SIGHUP falls in between.
-        _reload_keys(app.state.keys)
+        _reload(app)
+    _report(app)
     log.info("dynoserver started (key set %s)", app.state.keys.current.version)
     try:
         yield
@@ -96,7 +99,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine.dispose()
 
 
-def _reload_keys_on_sighup(keys: KeyStore) -> Callable[[], None]:
+def _reload_on_sighup(app: FastAPI) -> Callable[[], None]:
     """Install the SIGHUP handler on the running loop; returns its remover.
 
     The handler runs on the event loop between requests' steps and only swaps
@@ -104,7 +107,7 @@ def _reload_keys_on_sighup(keys: KeyStore) -> Callable[[], None]:
     """
     loop = asyncio.get_running_loop()
     try:
-        loop.add_signal_handler(signal.SIGHUP, _reload_keys, keys)
+        loop.add_signal_handler(signal.SIGHUP, _reload, app)
     except (ValueError, RuntimeError, NotImplementedError):
         # Not the main thread (e.g. the test client's portal) or no signals here.
         log.info("SIGHUP key reload not available in this process")
@@ -115,6 +118,48 @@ def _reload_keys_on_sighup(keys: KeyStore) -> Callable[[], None]:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a late SIGHUP must not cut the shutdown short
 
     return stop
+
+
+def _publish_database(app: FastAPI) -> None:
+    # Routes read these two attributes; a reload rebinds them (the factory last).
+    app.state.engine = app.state.database.engine
+    app.state.session_factory = app.state.database.session_factory
+
+
+def _reload(app: FastAPI) -> None:
+    """SIGHUP (on the event loop): re-read the key file at once; the database credential
+    in a task, since logging in with it blocks (see Database.prepare). Each step is
+    reported for the other workers' /health when done."""
+    _reload_keys(app.state.keys)
+    _report(app)
+    task = asyncio.get_running_loop().create_task(_reload_database(app))
+    app.state.reload_tasks.add(task)  # a reference, so the task is not collected mid-way
+    task.add_done_callback(app.state.reload_tasks.discard)
+
+
+async def _reload_database(app: FastAPI) -> None:
+    database = app.state.database
+    async with app.state.database_reload_lock:  # SIGHUPs in a row: one log-in at a time
+        try:
+            prepared = await asyncio.to_thread(database.prepare)
+        except Exception as exc:  # noqa: BLE001  a bad credential must not end the worker
+            # Only the type: a URL parse error could quote the password.
+            log.error("SIGHUP: new database credential not usable, keeping the current one (%s)",
+                      type(exc).__name__)
+            return
+        if prepared is None:
+            return
+        database.swap(*prepared)
+        _publish_database(app)
+        log.info("SIGHUP: database login is now %s", database.login)
+        _report(app)
+
+
+def _report(app: FastAPI) -> None:
+    try:
+        workers.report(app.state.keys.current.version, app.state.database.login)
+    except OSError as exc:  # reporting must never take the server down
+        log.warning("cannot write this worker's report: %s", exc.strerror)
 
 
 def _reload_keys(keys: KeyStore) -> None:

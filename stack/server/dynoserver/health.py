@@ -20,14 +20,24 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
+from dynoserver import workers
+
 log = logging.getLogger("dynoserver.health")
 router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-async def health(request: Request) -> dict[str, str]:
-    """The process is alive; ``keyset`` is the opaque version of the JWT keys it holds."""
-    return {"status": "ok", "keyset": request.app.state.keys.current.version}
+async def health(request: Request) -> dict:
+    """The process is alive; ``keyset`` is the opaque version of the JWT keys it holds.
+
+    ``workers`` lists what every live worker process of this server has loaded (pid,
+    key-set version, database login name) and ``workers_expected`` how many were
+    started: secret rotation waits until all of them agree (see dynoserver.workers).
+    """
+    state = request.app.state
+    own = {"pid": os.getpid(), "keyset": state.keys.current.version, "db_login": state.database.login}
+    return {"status": "ok", "keyset": own["keyset"], "workers": workers.reports(own),
+            "workers_expected": workers.expected_workers()}
 
 
 @router.get("/ready", responses={503: {"description": "database unreachable or schema not at head"}})

@@ -29,6 +29,11 @@ Key file format (UTF-8 JSON; write it atomically: temp file, fsync, rename)::
       "refresh": {"signing": "r-2024-01", "keys": [{"kid": "r-2024-01", "secret": "<...>"}]}
     }
 
+``dynoctl rotate-secrets`` adds bookkeeping the server ignores: ``created_at`` and
+``retire_after`` (epoch seconds) on keys, and ``pending`` on a purpose (a kid added
+verify-only whose promotion has not happened yet: where an interrupted rotation
+stopped). Unknown fields are ignored here, so files stay readable both ways.
+
 Secrets are used as their UTF-8 bytes, exactly like the env secrets, so the
 first file can carry the env secrets under their derived kids and tokens issued
 before the switch keep verifying. The server re-reads the file on SIGHUP
