@@ -85,7 +85,7 @@ def assert_least_privilege(server_url: str) -> None:
         for statement in refused:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+        assert conn.execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)  # readable
 
 
 def use_the_app(api: str, tmp_content: bytes = b"%PDF- quarterly numbers") -> dict:
