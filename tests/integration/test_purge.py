@@ -373,3 +373,37 @@ def test_durations():
     for bad in ("7", "d", "7x", "-1d", "7d junk"):
         with pytest.raises(UsageError):
             parse_duration(bad)
+
+
+def test_local_runtime_end_to_end(tmp_path):
+    """The real local stack: `up`, an orphan file in the runtime's assets dir, a stale
+    session; `purge all` plans, `--apply` deletes and quarantines."""
+    from tests.integration.test_local_runtime import configure
+    from tests.conftest import free_port, make_project
+    import shutil
+
+    project = make_project("dyno-purge-local-")
+    run = configure(project, free_port(), free_port())
+    try:
+        assert run("--runtime", "local", "up").exit_code == 0
+        from dynoctl.config import Settings
+        from dynoctl.runtime import get_runtime
+
+        runtime = get_runtime(Settings(project_dir=project, runtime="local"))
+        url, store = runtime.database_url(), purge.store_for(runtime)
+        orphan = storage.storage_path_for(uuid.uuid4())
+        put_file(Path(store.root), orphan, age_h=30)
+        session(url, user(url), datetime.now(timezone.utc) - timedelta(days=30))
+
+        result = run("--runtime", "local", "--json", "purge")
+        assert result.exit_code == 0, result.stderr
+        plan = {k["kind"]: k["candidates"] for k in json.loads(result.stdout)["kinds"]}
+        assert plan == {"sessions": 1, "projects": 0, "assets": 1}
+        result = run("--runtime", "local", "--json", "purge", "--apply")
+        assert result.exit_code == 0, result.stderr
+        done = {k["kind"]: k for k in json.loads(result.stdout)["kinds"]}
+        assert done["sessions"]["deleted"] == 1 and done["assets"]["quarantined"] == 1
+        assert not (Path(store.root) / orphan).exists()
+    finally:
+        run("--runtime", "local", "down", "--volumes", "--yes")
+        shutil.rmtree(project, ignore_errors=True)
