@@ -86,7 +86,7 @@ def test_up_starts_in_order_migrates_and_reports(db_url):
     result = stack.up(runtime, MIGRATIONS, timeout=10)
     assert runtime.calls == [("start", "db"), ("start", "server")]
     assert result.started == ["db", "server"]
-    assert [r.revision for r in result.migrations.revisions] == ["0001"]
+    assert [r.revision for r in result.migrations.revisions] == ["0001", "0002"]
     assert result.urls["api"] == server.url
 
     again = stack.up(runtime, MIGRATIONS, timeout=10)
@@ -108,7 +108,7 @@ def test_no_migrate_warns_about_pending_and_waits_for_any_answer(db_url):
     server = FakeServer(503)  # unready because of the schema: enough without migrations
     result = stack.up(FakeRuntime(db_url, server.url), MIGRATIONS, migrate=False, timeout=10)
     assert result.migrations is None
-    assert "1 migration(s) pending" in result.warnings[0]
+    assert "2 migration(s) pending" in result.warnings[0]
 
 
 def test_down_plans_and_stops_in_reverse_order(db_url):
