@@ -98,7 +98,7 @@ def test_up_starts_in_order_migrates_and_reports(db_url):
     result = stack.up(runtime, MIGRATIONS, timeout=10)
     assert runtime.calls == [("check", "db,server"), ("start", "db"), ("start", "server")]
     assert result.started == ["db", "server"]
-    assert [r.revision for r in result.migrations.revisions] == ["0001"]
+    assert [r.revision for r in result.migrations.revisions] == ["0001", "0002"]
     assert result.urls["api"] == server.url
 
     again = stack.up(runtime, MIGRATIONS, timeout=10)
@@ -120,8 +120,8 @@ def test_no_migrate_warns_about_pending_and_waits_for_any_answer(db_url):
     server = FakeServer(503)  # unready because of the schema: enough without migrations
     result = stack.up(FakeRuntime(db_url, server.url), MIGRATIONS, migrate=False, timeout=10)
     assert result.migrations is None
-    assert "1 migration(s) pending" in result.warnings[0]
-    assert [r.revision for r in result.pending] == ["0001"]  # in the result, so in --json too
+    assert "2 migration(s) pending" in result.warnings[0]
+    assert [r.revision for r in result.pending] == ["0001", "0002"]  # in the result, so in --json too
 
 
 def test_refused_up_and_restart_change_nothing(db_url):
