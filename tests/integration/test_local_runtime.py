@@ -417,7 +417,7 @@ def test_reports_tell_the_truth(stack):
     # up --no-migrate with a pending revision says so in its result.
     result, data = local_json(stack, "up", "--no-migrate")
     assert result.exit_code == 0, result.stderr
-    assert [r["revision"] for r in data["pending"]] == ["0001"]
+    assert [r["revision"] for r in data["pending"]] == ["0001", "0002"]
     assert "pending" in local(stack, "up", "--no-migrate").stdout
 
     # restart waits for ready, and fails while the server cannot be (schema behind).
