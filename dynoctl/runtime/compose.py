@@ -460,12 +460,22 @@ class ComposeRuntime:
         (self.layout.state_dir / "backups").mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _compose_env(self) -> dict[str, str]:
-        return {
+        env = {
             "DYNO_ENV_DIR": str(self.layout.env_dir),
             "DYNO_KEYS_DIR": str(self.keys_dir),
             "DYNO_KEYS_GID": str(os.getgid()),
             "DYNO_MIGRATIONS_DIR": str(self.layout.migrations_dir),
         }
+        if not self.settings.get("DYNO_SERVER_IMAGE"):
+            env["DYNO_SERVER_IMAGE"] = self._server_image
+        return env
+
+    @cached_property
+    def _server_image(self) -> str:
+        """The server image is tagged with a digest of its build context, so code that
+        changed (an upgraded dynoctl, an edited server) gets an image of its own, built by
+        the next start, instead of a stale ``latest`` that would run the old server."""
+        return f"dyno-server:src-{_tree_digest(self.layout.server_dir)}"
 
     # -- lifecycle (Compose CLI) -------------------------------------------
     def _compose_up(self, service: str, *, build: bool, timeout: float) -> None:
@@ -509,6 +519,15 @@ class ComposeRuntime:
         if done.returncode != 0:
             raise _ComposeFailed(done.stderr + done.stdout)
         return done.stdout
+
+
+def _tree_digest(root) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 class _ComposeFailed(DynoctlError):

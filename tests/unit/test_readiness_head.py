@@ -21,7 +21,10 @@ def script(directory: Path, name: str, revision: str, down, annotated: bool = Tr
 
 
 def test_the_repository_scripts_head_is_found():
-    assert scripts_heads(REPO_MIGRATIONS) == {"0001"}
+    # The same head alembic itself finds, without importing alembic in the server.
+    from dynoctl.migrations import head
+
+    assert scripts_heads(REPO_MIGRATIONS) == {head(REPO_MIGRATIONS)}
 
 
 def test_a_new_revision_moves_the_head_and_branches_give_every_head(tmp_path):
