@@ -89,6 +89,7 @@ class DynoGroup(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         global _current, _command
         _current = None  # set again by the root callback of this invocation
+        whole_process = args is None  # the console script, not a test's in-process call
         args = hoist_global_options(list(sys.argv[1:] if args is None else args))
         _command = command_words(args)
         if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None) or \
@@ -97,6 +98,12 @@ class DynoGroup(TyperGroup):
         status = run_guarded(lambda: super(DynoGroup, self).main(
             args, prog_name, complete_var, standalone_mode=False, **extra))
         if standalone_mode:
+            if whole_process:
+                # The work is done and reported: an interrupt now changes nothing, and
+                # while the interpreter shuts down it would end the process with SIGINT's
+                # default action instead of this status.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
             sys.exit(status)
         return status
 
