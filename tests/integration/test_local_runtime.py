@@ -427,9 +427,9 @@ def test_reports_tell_the_truth(stack):
     # A dry run speaks of a plan.
     assert local(stack, "migrate").exit_code == 0
     result, plan = local_json(stack, "migrate", "down", "base", "--dry-run")
-    assert plan["dry_run"] is True and [r["revision"] for r in plan["revisions"]] == ["0001"]
+    assert plan["dry_run"] is True and [r["revision"] for r in plan["revisions"]] == ["0002", "0001"]
     assert "plan" in local(stack, "migrate", "down", "base", "--dry-run").stdout
-    assert local_json(stack, "migrate", "status")[1]["current"] == "0001"
+    assert local_json(stack, "migrate", "status")[1]["current"] == "0002"
 
     # migrate new, then migrate: the server follows the scripts' new head and is ready.
     result, created = local_json(stack, "migrate", "new", "-m", "add nothing")
