@@ -159,7 +159,7 @@ def _traceback_if_debug() -> None:
 app = typer.Typer(
     cls=DynoGroup,
     name="dynoctl",
-    help="Operate a Dyno stack: bring it up and down, migrate its schema, check its configuration.",
+    help="Operate a Dyno stack: bring it up and down, migrate its schema, back it up and restore it, rotate its secrets, purge stale data on a schedule.",
     no_args_is_help=True,
     add_completion=False,
     # Tracebacks with local variables could show secrets; --debug prints plain ones.
@@ -214,20 +214,20 @@ def root(
 
 
 def _register() -> None:
-    from dynoctl.commands import env, history, info, migrate, stack
+    from dynoctl.commands import backup, env, history, info, migrate, purge, rotate, schedule, stack
 
     for command in (stack.up, stack.down, stack.status, stack.logs, stack.restart):
         app.command()(command)
     app.add_typer(migrate.app, name="migrate")
     app.add_typer(env.app, name="env")
+    app.add_typer(backup.app, name="backup")
+    app.command("restore")(backup.restore)
+    app.command("rotate-secrets")(rotate.rotate_secrets)
+    app.command("purge")(purge.purge)
+    app.add_typer(schedule.app, name="schedule")
+    app.add_typer(schedule.runner, name="scheduler")
     app.command("history")(history.history)
     app.command("version")(info.version)
-    from dynoctl.commands import purge
-    app.command("purge")(purge.purge)
-    from dynoctl.commands import schedule
-    app.add_typer(schedule.app, name="schedule"); app.add_typer(schedule.runner, name="scheduler")
-    from dynoctl.commands import backup; app.add_typer(backup.app, name="backup"); app.command("restore")(backup.restore)
-    app.command("rotate-secrets")(__import__("dynoctl.commands.rotate", fromlist=["rotate"]).rotate_secrets)
 
 
 _register()

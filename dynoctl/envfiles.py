@@ -7,7 +7,6 @@ A real file's name is its template's name without ``.example``: the template
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import stat

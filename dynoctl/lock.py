@@ -14,7 +14,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,13 +66,6 @@ def project_lock(state_dir: Path, command: str, wait: float = 0,
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
-
-
-def command_line(argv: list[str] | None = None) -> str:
-    """How the running command is named in a lock or history entry: 'dynoctl up'.
-    Only subcommand words, never option values (which could be secrets)."""
-    words = [w for w in (argv if argv is not None else sys.argv[1:]) if not w.startswith("-")][:3]
-    return " ".join(["dynoctl", *words])
 
 
 def _open(state_dir: Path) -> int:

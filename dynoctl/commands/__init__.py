@@ -27,6 +27,14 @@ def exclusive(app_ctx: AppContext) -> Iterator[None]:
         yield
 
 
+def recorded(app_ctx: AppContext, job: str):
+    """Record this run of ``job`` in the run history (dynoctl.history), named as the
+    lock names it: the subcommand words, never option values."""
+    from dynoctl.history import recorded_run
+
+    return recorded_run(app_ctx.settings.layout.state_dir, job, app_ctx.command)
+
+
 def require_project(app_ctx: AppContext) -> None:
     """Commands that work on an existing project say so outside one, rather than
     treating any directory as a (stray) project."""

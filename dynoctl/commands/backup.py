@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from dynoctl.commands import app_context, exclusive
+from dynoctl.commands import app_context, exclusive, recorded
 
 app = typer.Typer(help="Make, list, verify and prune backups (bare 'dynoctl backup' makes one).",
                   no_args_is_help=False, invoke_without_command=True)
@@ -33,13 +33,6 @@ def _dir(app_ctx, output: Optional[Path]) -> Path:
     from dynoctl.backup import default_dir
 
     return output or default_dir(app_ctx.settings.layout.state_dir, app_ctx.settings.environ)
-
-
-def _recorded(app_ctx, job: str):
-    from dynoctl import history
-    from dynoctl.lock import command_line
-
-    return history.recorded_run(app_ctx.settings.layout.state_dir, job, command_line())
 
 
 @app.callback()
@@ -71,7 +64,7 @@ def backup(
                                  zstd_threads=threads)
     started = time.monotonic()
     try:
-        with exclusive(app_ctx), _recorded(app_ctx, "backup") as run, \
+        with exclusive(app_ctx), recorded(app_ctx, "backup") as run, \
                 app_ctx.out.progress("backing up") as progress:
             result = core.make(app_ctx.runtime, app_ctx.settings.layout, options,
                                project_dir=app_ctx.settings.project_dir, progress=progress)
@@ -131,7 +124,7 @@ def verify(
     path = core.resolve(name, _dir(app_ctx, output))
     started = time.monotonic()
     try:
-        with _recorded(app_ctx, "backup-verify") as run, app_ctx.out.progress(f"verifying {path.name}") as progress:
+        with recorded(app_ctx, "backup-verify") as run, app_ctx.out.progress(f"verifying {path.name}") as progress:
             run.summary["name"] = path.name
             result = core.verify(path, app_ctx.runtime, keys, restore_test=restore_test, progress=progress)
             run.summary.update(toc_entries=result.toc_entries, restore_test=bool(result.restore_test))
@@ -165,7 +158,7 @@ def prune(
 
     app_ctx = app_context(ctx)
     directory = _dir(app_ctx, output)
-    with _recorded(app_ctx, "backup-prune") as run:
+    with recorded(app_ctx, "backup-prune") as run:
         plan = core.plan_prune(core.list_backups(directory, app_ctx.settings.layout.state_dir),
                                keep_last, keep_daily, keep_weekly, keep_monthly)
         if apply:
@@ -212,7 +205,7 @@ def restore(
         raise UsageError("which backup?", hint="dynoctl restore NAME|PATH (see 'dynoctl backup list')")
     keys = _keys(app_ctx, identity, passphrase_file)
     path = core.resolve(source, _dir(app_ctx, output))
-    with exclusive(app_ctx), _recorded(app_ctx, "restore") as run:
+    with exclusive(app_ctx), recorded(app_ctx, "restore") as run:
         run.summary["name"] = path.name
         with app_ctx.out.progress(f"checking {path.name}") as progress:
             plan = core_restore.plan(app_ctx.runtime, settings.layout, path, keys, force=force, progress=progress)
@@ -250,7 +243,7 @@ def _rollback(app_ctx, yes: bool, timeout: float) -> None:
     from dynoctl.commands.confirm import confirm_or_refuse
 
     settings = app_ctx.settings
-    with exclusive(app_ctx), _recorded(app_ctx, "restore") as run:
+    with exclusive(app_ctx), recorded(app_ctx, "restore") as run:
         plan = core_restore.plan_rollback(app_ctx.runtime, settings.project_dir)
         run.summary.update(rollback_to=plan.safety_copy)
         app_ctx.out.info(f"rollback plan: {plan.safety_copy} becomes pm_app again; the current pm_app is kept as "

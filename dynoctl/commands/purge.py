@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from dynoctl.commands import app_context
+from dynoctl.commands import app_context, recorded
 from dynoctl.errors import Busy, DynoctlError, PartlyFailed, UsageError
 
 Kind = Enum("Kind", {k: k for k in ("sessions", "assets", "projects", "quarantine", "all")}, type=str)
@@ -85,11 +85,8 @@ def _options(kind, older_than, grace, retention, fix, max_delete, wait):
 @contextmanager
 def _recorded(app_ctx, kinds):
     """One history entry per kind (jobs purge-sessions, purge-assets ...)."""
-    from dynoctl.history import recorded_run
-    from dynoctl.lock import command_line
-
     with ExitStack() as stack:
-        yield [stack.enter_context(recorded_run(app_ctx.settings.layout.state_dir, f"purge-{k}", command_line()))
+        yield [stack.enter_context(recorded(app_ctx, f"purge-{k}"))
                for k in kinds]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dynoctl.commands import app_context, exclusive
+from dynoctl.commands import app_context, exclusive, recorded
 from dynoctl.output import table
 
 
@@ -32,10 +32,9 @@ def rotate_secrets(
     sign; old keys keep verifying for the token TTL plus --grace-margin. Every run
     also prunes keys past their grace. Exit 4 when the server does not confirm in
     time (nothing promoted), 75 when another run holds the project lock."""
-    from dynoctl import history, rotation
+    from dynoctl import rotation
     from dynoctl.commands.confirm import confirm_or_refuse
     from dynoctl.errors import UsageError
-    from dynoctl.lock import command_line
 
     app_ctx = app_context(ctx)
     if revoke_all and (access or refresh or prune):
@@ -55,7 +54,7 @@ def rotate_secrets(
         question = ("REVOKE EVERY SESSION: every user is logged out and every token rejected. Go ahead?"
                     if revoke_all else "Rotate these secrets?")
         confirm_or_refuse(app_ctx, question, yes)
-        with history.recorded_run(settings.layout.state_dir, "rotate-secrets", command_line()) as run:
+        with recorded(app_ctx, "rotate-secrets") as run:
             result = rotation.apply(plan, app_ctx.runtime, settings.layout, options, progress=out.info)
             run.summary = {"rotated": list(result.new_kids), "pruned": len(result.pruned),
                            "db_login": result.db_login, "reloaded": result.reloaded,

@@ -84,11 +84,6 @@ def test_lock_is_not_inherited_by_children_started_under_it(tmp_path):
         daemon.wait()
 
 
-def test_command_line_never_carries_option_values():
-    assert lock.command_line(["--json", "backup", "--encrypt", "--passphrase-file", "/x"]) == "dynoctl backup /x"
-    assert lock.command_line(["up"]) == "dynoctl up"
-
-
 def test_history_records_success_failure_and_interruption(tmp_path):
     with history.recorded_run(tmp_path, "backup", "dynoctl backup") as run:
         run.summary["size"] = 123
