@@ -236,16 +236,17 @@ def _contents(conn, facts: dict, with_assets: bool) -> list[tuple[str, str, int]
     return []
 
 
-def _lower_dump_backend(runtime, conn, nice: int) -> None:
+def _lower_dump_backend(runtime, conn, nice: int, dump_done) -> None:
     """On the local runtime, pg_dump's server process gets dynoctl's lower priority
     too (it does the extraction: the app's queries should come first). The docker
-    runtime's db container is left alone."""
+    runtime's db container is left alone. Gives up when the dump ends first (a small
+    database), so a quick backup never waits for a backend that is already gone."""
     if runtime.name != "local" or nice <= 0:
         return
     import psutil
 
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not dump_done.is_set():
         row = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_dump'"
                            " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
                            " ORDER BY backend_start DESC LIMIT 1").fetchone()
@@ -265,10 +266,11 @@ def _counting(runtime, conn, facts: dict, options: BackupOptions):
     import threading
 
     result: dict = {}
+    dump_done = threading.Event()
 
     def work():
         try:
-            _lower_dump_backend(runtime, conn, options.nice)
+            _lower_dump_backend(runtime, conn, options.nice, dump_done)
             result["assets"] = _contents(conn, facts, options.assets)
         except BaseException as exc:  # re-raised by the caller
             result["error"] = exc
@@ -277,6 +279,7 @@ def _counting(runtime, conn, facts: dict, options: BackupOptions):
     thread.start()
 
     def join() -> list[tuple[str, str, int]]:
+        dump_done.set()
         thread.join()
         if "error" in result:
             raise result["error"]
