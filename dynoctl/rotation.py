@@ -452,7 +452,8 @@ def _rotate_keys(plan, target, server, result, options, progress, clock) -> None
         raise Unreachable(f"the server did not confirm the new keys within {options.confirm_timeout:g}s: "
                           "nothing was promoted, the new keys were taken out again",
                           hint="check 'dynoctl status' and 'dynoctl logs server', then rerun")
-    result.steps.append(f"phase 1: {', '.join(pending)} key(s) verify-only, confirmed by every worker")
+    confirmed = "confirmed by every worker" if server.running else "written (no server running to confirm)"
+    result.steps.append(f"phase 1: {', '.join(pending)} key(s) verify-only, {confirmed}")
     # Phase 2: sign with them.
     for purpose in pending:
         result.new_kids[purpose] = promote(document, purpose, clock(), _ttl(values, purpose) + options.grace_margin)
