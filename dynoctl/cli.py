@@ -108,10 +108,22 @@ class DynoGroup(TyperGroup):
         return status
 
 
-# Flags and counters take no value, so the help shows no '<bool>'/'<int>' after them.
-_display_type_rich = TyperOption.display_type_rich
-TyperOption.display_type_rich = lambda self, ctx: (
-    None if self.is_flag or self.count else _display_type_rich(self, ctx))
+def _value_placeholder(display_type):
+    """How help names an option's value: nothing for flags and counters (no '<bool>' or
+    '<int>' after them), and the plain type for the rest: '<int>', not '<int range>'
+    (the range is in the text), '<path>', not '<list[Path]>' ("Repeatable" is)."""
+    import re
+
+    def placeholder(self, ctx):
+        if self.is_flag or self.count:
+            return None
+        label = display_type(self, ctx)
+        return re.sub(r"list\[(.*)\]|(\w+) range", lambda m: (m.group(1) or m.group(2)).lower(), label) if label else label
+    return placeholder
+
+
+TyperOption.display_type = _value_placeholder(TyperOption.display_type)
+TyperOption.display_type_rich = _value_placeholder(TyperOption.display_type_rich)
 
 
 def run_guarded(invoke) -> int:
@@ -157,6 +169,7 @@ def _traceback_if_debug() -> None:
 
 
 app = typer.Typer(
+    rich_markup_mode=None,
     cls=DynoGroup,
     name="dynoctl",
     help="Operate a Dyno stack: bring it up and down, migrate its schema, back it up and restore it, rotate its secrets, purge stale data on a schedule.",

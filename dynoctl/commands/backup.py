@@ -9,7 +9,7 @@ import typer
 
 from dynoctl.commands import app_context, exclusive, recorded
 
-app = typer.Typer(help="Make, list, verify and prune backups (bare 'dynoctl backup' makes one).",
+app = typer.Typer(rich_markup_mode=None, help="Make, list, verify and prune backups (bare 'dynoctl backup' makes one).",
                   no_args_is_help=False, invoke_without_command=True)
 
 OUTPUT_HELP = "Backup directory (default: DYNO_BACKUP_DIR, else .dyno/backups)."

@@ -8,7 +8,7 @@ from dynoctl.commands import app_context, exclusive, require_project
 from dynoctl.errors import ConfigError
 from dynoctl.output import table
 
-app = typer.Typer(help="Create, check and show the stack's env files (stack/env/).", no_args_is_help=True)
+app = typer.Typer(rich_markup_mode=None, help="Create, check and show the stack's env files (stack/env/).", no_args_is_help=True)
 
 
 @app.command("init")

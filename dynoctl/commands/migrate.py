@@ -9,7 +9,7 @@ from dynoctl.commands import app_context, exclusive, require_project
 from dynoctl.commands.confirm import confirm_or_refuse
 from dynoctl.output import table
 
-app = typer.Typer(help="Apply, revert and inspect schema migrations (bare 'migrate' = 'migrate up').",
+app = typer.Typer(rich_markup_mode=None, help="Apply, revert and inspect schema migrations (bare 'migrate' = 'migrate up').",
                   invoke_without_command=True)
 
 

@@ -7,10 +7,10 @@ import typer
 from dynoctl.commands import app_context
 from dynoctl.errors import UsageError
 
-app = typer.Typer(help="Run the maintenance jobs (purge, backup, backup prune, rotate-secrets --prune) on a "
+app = typer.Typer(rich_markup_mode=None, help="Run the maintenance jobs (purge, backup, backup prune, rotate-secrets --prune) on a "
                        "schedule: crontab lines, systemd timers, or 'dynoctl scheduler run'.",
                   no_args_is_help=True)
-runner = typer.Typer(help="The in-process scheduler, for hosts and containers without cron.", no_args_is_help=True)
+runner = typer.Typer(rich_markup_mode=None, help="The in-process scheduler, for hosts and containers without cron.", no_args_is_help=True)
 
 
 def _where(ctx: typer.Context):
