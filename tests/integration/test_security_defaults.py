@@ -23,7 +23,7 @@ from dotenv import dotenv_values
 
 from dynoctl import dbroles
 from dynoctl.errors import ExitStatus
-from tests.conftest import Dynoctl, free_port, make_project, searchable_tempdir
+from tests.conftest import REPO, Dynoctl, free_port, make_project, searchable_tempdir
 from tests.integration.test_local_runtime import configure
 
 ENV = Path("stack") / "env" / "server.local.env"
@@ -247,18 +247,21 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="the server changes acc
 
 def reachable_interpreter(tmp: Path) -> Path | None:
     """A venv other users can run: the system's python3.11 plus this interpreter's
-    site-packages (when those are reachable), so the unprivileged path is exercised even
-    where the test interpreter itself lives under /root."""
+    site-packages when those are reachable, else a copy of dynoctl and its dependencies
+    installed under ``tmp`` (CI's interpreter lives under /root, out of their reach), so
+    the unprivileged path is exercised everywhere."""
     import importlib.util
 
     from dynoctl import serveruser
 
     system = Path("/usr/bin/python3.11")
+    if not system.exists() or sys.version_info[:2] != (3, 11):
+        return None
     site_packages = Path(importlib.util.find_spec("uvicorn").submodule_search_locations[0]).parent
-    if not system.exists() or serveruser._blocker(site_packages, stat.S_IROTH | stat.S_IXOTH):
-        return None
-    if sys.version_info[:2] != (3, 11):
-        return None
+    if serveruser._blocker(site_packages, stat.S_IROTH | stat.S_IXOTH):
+        site_packages = tmp / "site-packages"
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        "--target", str(site_packages), str(REPO)], check=True, timeout=600)
     venv = tmp / "venv"
     subprocess.run([str(system), "-m", "venv", "--without-pip", str(venv)], check=True)
     pth = venv / "lib" / "python3.11" / "site-packages" / "dyno-test.pth"
