@@ -150,9 +150,12 @@ def migrate(url: str) -> None:
 
 
 @contextlib.contextmanager
-def api_server(database_url: str, keys: dict[str, str], factory: str = "dynoserver.app:create_app") -> Iterator[str]:
-    """One uvicorn process with the production entry point; yields its base URL."""
+def api_server(database_url: str, keys: dict[str, str] | None = None,
+               factory: str = "dynoserver.app:create_app") -> Iterator[str]:
+    """One uvicorn process with the production entry point; yields its base URL. ``keys``:
+    JWT secrets to share with another bench server (fresh ones by default)."""
     port = free_port()
+    keys = keys or {name: secrets.token_urlsafe(32) for name in ("JWT_ACCESS_TOKEN_SECRET", "JWT_REFRESH_TOKEN_SECRET")}
     assets = searchable_tempdir("dyno-bench-assets-")
     env = {
         **os.environ,
