@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -627,6 +627,10 @@ class PrunePlan:
     keep: list[dict]  # {"name", "created_at", "reasons"}
     delete: list[dict]
     applied: bool = False
+    # The databases and asset trees restores and rollbacks kept (dynoctl.restore.KeptCopy),
+    # past --keep-safety-days; a note when they could not be looked at.
+    safety_copies: list = field(default_factory=list)
+    safety_copies_note: str | None = None
 
 
 def plan_prune(backups: list[BackupInfo], keep_last: int, keep_daily: int, keep_weekly: int,
@@ -660,7 +664,7 @@ def plan_prune(backups: list[BackupInfo], keep_last: int, keep_daily: int, keep_
 def apply_prune(plan: PrunePlan, directory: Path) -> PrunePlan:
     for item in plan.delete:
         (directory / item["name"]).unlink(missing_ok=True)
-    return PrunePlan(plan.keep, plan.delete, applied=True)
+    return replace(plan, applied=True)
 
 
 # ---------------------------------------------------------------------- metrics

@@ -27,7 +27,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -687,7 +687,7 @@ def plan_rollback(runtime, project_dir: Path) -> RollbackPlan:
         rows = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY datname DESC",
                              (SAFETY_PREFIX + "%",)).fetchall()
     if not rows:
-        raise Refused("there is no safety copy to roll back to", hint="a restore keeps one until it is dropped")
+        raise Refused("there is no safety copy to roll back to", hint="a restore keeps one until 'dynoctl backup prune' drops it")
     safety = rows[0][0]
     stamp = safety.removeprefix(SAFETY_PREFIX)
     assets = False
@@ -724,3 +724,75 @@ def require_db(runtime) -> None:
     db = next((s for s in runtime.status() if s.service == "db"), None)
     if db is None or db.state != "running":
         raise NotRunning("the database is not running", hint="start the stack with 'dynoctl up'")
+
+
+# -------------------------------------------------------------- kept copies
+# A restore keeps the database it replaced (and its asset tree) as the safety copy; a
+# rollback keeps the one it swapped out. They stay until pruned: `backup prune` drops
+# those older than its --keep-safety-days, so repeated restores do not fill the disk.
+_KEPT_DATABASES = (SAFETY_PREFIX, ROLLED_BACK_PREFIX)
+_KEPT_ASSET_TREES = (".before-restore-", ".rolled-back-")
+
+
+@dataclass(frozen=True)
+class KeptCopy:
+    kind: str  # "database" | "assets"
+    name: str
+    created_at: datetime
+    size: int | None  # bytes (databases)
+
+
+def kept_copies(runtime, project_dir: Path) -> list[KeptCopy]:
+    """The databases and asset trees restores and rollbacks kept, newest first."""
+    with connect(runtime.database_url(), "postgres", autocommit=True) as admin:
+        rows = admin.execute("SELECT datname, pg_database_size(datname) FROM pg_database"
+                             " WHERE datname LIKE %s OR datname LIKE %s",
+                             tuple(prefix + "%" for prefix in _KEPT_DATABASES)).fetchall()
+    copies = [KeptCopy("database", name, _stamp_time(name, _KEPT_DATABASES), size) for name, size in rows]
+    copies += [KeptCopy("assets", name, _stamp_time(name, _KEPT_ASSET_TREES), None)
+               for name in _kept_asset_trees(runtime, project_dir)]
+    return sorted((c for c in copies if c.created_at), key=lambda c: c.created_at, reverse=True)
+
+
+def expired_kept_copies(runtime, project_dir: Path, keep_days: float) -> list[KeptCopy]:
+    cutoff = datetime.now(timezone.utc) - timedelta(days=keep_days)
+    return [c for c in kept_copies(runtime, project_dir) if c.created_at < cutoff]
+
+
+def drop_kept_copy(runtime, project_dir: Path, copy: KeptCopy) -> None:
+    if copy.kind == "database":
+        with connect(runtime.database_url(), "postgres", autocommit=True) as admin:
+            admin.execute(_sql("DROP DATABASE IF EXISTS {} WITH (FORCE)", copy.name))
+    elif runtime.name == "docker":
+        pipes.check(runtime.exec("server", ["rm", "-rf", "--", f"{CONTAINER_ASSETS}/{copy.name}"]),
+                    f"removing {copy.name} in the server container")
+    else:
+        from dynoctl.backup import assets_dir
+
+        live = assets_dir(runtime, project_dir)
+        shutil.rmtree(live.parent / f"{live.name}{copy.name}")
+
+
+def _kept_asset_trees(runtime, project_dir: Path) -> list[str]:
+    """Names as suffixes of the live tree (local: beside it; docker: dot-dirs inside it)."""
+    if runtime.name == "docker":
+        import io
+
+        out = io.BytesIO()
+        if runtime.exec("server", ["sh", "-c", f"cd {CONTAINER_ASSETS} && ls -1da .before-restore-* .rolled-back-*"
+                                   " 2>/dev/null; true"], stdout=out) != 0:
+            return []
+        return [line for line in out.getvalue().decode().split() if line.startswith(_KEPT_ASSET_TREES)]
+    from dynoctl.backup import assets_dir
+
+    live = assets_dir(runtime, project_dir)
+    return [p.name.removeprefix(live.name) for prefix in _KEPT_ASSET_TREES
+            for p in live.parent.glob(f"{live.name}{prefix}*")]
+
+
+def _stamp_time(name: str, prefixes: tuple[str, ...]) -> datetime | None:
+    stamp = next((name.removeprefix(p) for p in prefixes if name.startswith(p)), "")
+    try:
+        return datetime.strptime(stamp, "%Y%m%dt%H%M%S%f").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None  # not one of ours: never touched

@@ -149,11 +149,16 @@ def prune(
     keep_daily: int = typer.Option(7, "--keep-daily", min=0, help="Keep the newest backup of each of N days."),
     keep_weekly: int = typer.Option(4, "--keep-weekly", min=0, help="... of each of N ISO weeks."),
     keep_monthly: int = typer.Option(6, "--keep-monthly", min=0, help="... of each of N months."),
+    keep_safety_days: float = typer.Option(
+        7, "--keep-safety-days", min=0, help="Drop the databases and asset trees that restores and rollbacks kept "
+        "(the safety copies 'restore --rollback' uses) once older than this many days (needs the database)."),
     apply: bool = typer.Option(False, "--apply", help="Delete (default: show the plan only)."),
     output: Optional[Path] = _output,
 ) -> None:
     """Plan (default) or apply a retention policy. The newest backup and the newest
     verified one are never deleted."""
+    from dataclasses import replace
+
     from dynoctl import backup as core
 
     app_ctx = app_context(ctx)
@@ -161,15 +166,43 @@ def prune(
     with recorded(app_ctx, "backup-prune") as run:
         plan = core.plan_prune(core.list_backups(directory, app_ctx.settings.layout.state_dir),
                                keep_last, keep_daily, keep_weekly, keep_monthly)
+        plan = replace(plan, **_expired_safety_copies(app_ctx, keep_safety_days))
         if apply:
             with exclusive(app_ctx):
-                plan = core.apply_prune(plan, directory)
-        run.summary.update(kept=len(plan.keep), deleted=len(plan.delete) if apply else 0, applied=apply)
+                plan = _apply_prune(app_ctx, core.apply_prune(plan, directory))
+        run.summary.update(kept=len(plan.keep), deleted=len(plan.delete) if apply else 0,
+                           safety_copies_dropped=len(plan.safety_copies) if apply else 0, applied=apply)
+    app_ctx.out.result(plan, _render_prune)
+
+
+def _expired_safety_copies(app_ctx, keep_days: float) -> dict:
+    from dynoctl import restore as core
+    from dynoctl.errors import DynoctlError
+
+    project_dir = app_ctx.settings.project_dir
+    try:
+        return {"safety_copies": core.expired_kept_copies(app_ctx.runtime, project_dir, keep_days)}
+    except DynoctlError as exc:  # the database is not running: backups are still pruned
+        return {"safety_copies_note": f"safety copies not checked: {exc.message}"}
+
+
+def _apply_prune(app_ctx, plan):
+    from dynoctl import restore as core
+
+    for copy in plan.safety_copies:
+        core.drop_kept_copy(app_ctx.runtime, app_ctx.settings.project_dir, copy)
+    return plan
+
+
+def _render_prune(plan) -> str:
     verb = "deleted" if plan.applied else "would delete"
-    app_ctx.out.result(plan, lambda p: "\n".join(
-        [f"keep          {k['name']}  ({', '.join(k['reasons'])})" for k in p.keep]
-        + [f"{verb:<13} {d['name']}" for d in p.delete]
-        + ([] if p.applied or not p.delete else ["(plan only: pass --apply to delete)"])))
+    return "\n".join(
+        [f"keep          {k['name']}  ({', '.join(k['reasons'])})" for k in plan.keep]
+        + [f"{verb:<13} {d['name']}" for d in plan.delete]
+        + [f"{'dropped' if plan.applied else 'would drop':<13} {c.kind} {c.name} (kept by a restore or rollback on "
+           f"{c.created_at:%Y-%m-%d %H:%M})" for c in plan.safety_copies]
+        + ([plan.safety_copies_note] if plan.safety_copies_note else [])
+        + ([] if plan.applied or not (plan.delete or plan.safety_copies) else ["(plan only: pass --apply to delete)"]))
 
 
 def restore(

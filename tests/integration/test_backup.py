@@ -185,6 +185,31 @@ def test_round_trip_every_column_type_and_assets(stack):
     _, hist = local_json(stack, "history")
     assert {"backup", "restore"} <= set(hist["last_success"])
 
+    # What the rollback swapped out (the restored database and its assets) is kept until
+    # pruned: not while young, then (--keep-safety-days 0) database and asset tree are
+    # dropped, and there is nothing left to roll back to.
+    kept = [d for d in _databases(stack.url) if "_before_restore_" in d or "_rolled_back_" in d]
+    assert len(kept) == 1 and "_rolled_back_" in kept[0]
+    trees = sorted(p.name for p in assets_root(stack).parent.glob(f"{assets_root(stack).name}.*"))
+    assert len(trees) == 1, trees
+    result, young = local_json(stack, "backup", "prune", "--apply")
+    assert result.exit_code == 0 and young["safety_copies"] == []
+    result, plan = local_json(stack, "backup", "prune", "--keep-safety-days", "0")
+    assert sorted(c["kind"] for c in plan["safety_copies"]) == ["assets", "database"]
+    assert len([d for d in _databases(stack.url) if "_before_restore_" in d or "_rolled_back_" in d]) == 1  # a plan
+    result, done = local_json(stack, "backup", "prune", "--keep-safety-days", "0", "--apply")
+    assert result.exit_code == 0, result.stderr
+    assert [d for d in _databases(stack.url) if "_before_restore_" in d or "_rolled_back_" in d] == []
+    assert list(assets_root(stack).parent.glob(f"{assets_root(stack).name}.*")) == []
+    assert table_checksums(stack.url) != before_tables and http_status(f"{stack.api}/ready") == 200
+    # A restore's own safety copy goes the same way, and then --rollback has nothing to use.
+    assert local(stack, "restore", data["name"], "--yes").exit_code == 0
+    result, done = local_json(stack, "backup", "prune", "--keep-safety-days", "0", "--apply")
+    assert sorted(c["kind"] for c in done["safety_copies"]) == ["assets", "database"]
+    assert [d for d in _databases(stack.url) if "_before_restore_" in d] == []
+    assert table_checksums(stack.url) == before_tables
+    assert local(stack, "restore", "--rollback", "--yes").exit_code == ExitStatus.REFUSED
+
 
 def _flip(path: Path, offset: int) -> None:
     with open(path, "r+b") as f:
