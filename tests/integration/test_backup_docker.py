@@ -99,3 +99,15 @@ def test_local_backup_restored_on_docker(docker_project, tmp_path):
     assert again.exit_code == 0, again.stderr
     assert local_tests.table_checksums(url) == tables
     assert container_assets(runtime) == assets
+
+    # The two restores kept their safety copies (database, and asset tree inside the
+    # volume); backup prune drops them when told they are old enough.
+    pruned = run("--json", "backup", "prune", "--output", str(tmp_path / "docker"), "--keep-safety-days", "0",
+                 "--apply", env=run.env)
+    assert pruned.exit_code == 0, pruned.stderr
+    kinds = sorted(c["kind"] for c in json.loads(pruned.stdout)["safety_copies"])
+    assert kinds == ["assets", "assets", "database", "database"]
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'pm_app_before_restore_%'"
+                            ).fetchone()[0] == 0
+    assert container_assets(runtime) == assets
