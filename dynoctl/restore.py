@@ -2,7 +2,9 @@
 NEW database, swapped in by rename only once it is complete.
 
 Order, so that a failure or a kill at any point leaves the current database serving:
-1. verify the archive's checksums (and the key) before anything else;
+1. verify the archive's checksums (and the key) before anything else; on the local
+   runtime the dump member's is taken while it is unpacked for pg_restore -j (one read
+   of the archive, not two), still before anything below;
 2. drop what a killed earlier restore left (``pm_app_restoring_*``), finish a swap a
    killed restore had started (the journal ``.dyno/restore-swap.json``);
 3. create ``pm_app_restoring_<stamp>`` and pg_restore/psql into it (the live database
