@@ -505,9 +505,11 @@ def _rewrite_manifest_check(tmp: Path, manifest: dict) -> None:
                            hint="the disk may be failing; nothing was kept")
 
 
-def check_members(path: Path, manifest: dict, progress: Progress = lambda _: None) -> list[str]:
+def check_members(path: Path, manifest: dict, progress: Progress = lambda _: None,
+                  later: frozenset[str] = frozenset()) -> list[str]:
     """Every member's size and sha256 against the manifest: one line per problem,
-    naming the member."""
+    naming the member. Members named in ``later`` are only looked up (their caller
+    hashes them while it reads them anyway, before it uses them)."""
     import tarfile
 
     expected = {m["name"]: m for m in manifest["members"]}
@@ -520,6 +522,8 @@ def check_members(path: Path, manifest: dict, progress: Progress = lambda _: Non
                 want = expected.pop(info.name, None)
                 if want is None:
                     problems.append(f"{info.name}: not in the manifest")
+                    continue
+                if info.name in later:
                     continue
                 progress(f"checksum {info.name}")
                 size, digest = archive.sha256_of(tar.extractfile(info))

@@ -2,7 +2,9 @@
 NEW database, swapped in by rename only once it is complete.
 
 Order, so that a failure or a kill at any point leaves the current database serving:
-1. verify the archive's checksums (and the key) before anything else;
+1. verify the archive's checksums (and the key) before anything else; on the local
+   runtime the dump member's is taken while it is unpacked for pg_restore -j (one read
+   of the archive, not two), still before anything below;
 2. drop what a killed earlier restore left (``pm_app_restoring_*``), finish a swap a
    killed restore had started (the journal ``.dyno/restore-swap.json``);
 3. create ``pm_app_restoring_<stamp>`` and pg_restore/psql into it (the live database
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,6 +48,11 @@ PARALLEL_JOBS = 2
 RESTORE_ENV = {"PGOPTIONS": "-c maintenance_work_mem=256MB -c synchronous_commit=off"}
 
 
+def restore_env() -> dict[str, str]:
+    """Session settings of the restore's connections (libpq reads PGOPTIONS)."""
+    return RESTORE_ENV
+
+
 @dataclass(frozen=True)
 class RestorePlan:
     source: Path
@@ -60,6 +68,9 @@ class RestorePlan:
     will_keep_as: str
     server_running: bool
     warnings: list[str] = field(default_factory=list)
+    # False: the dump member's checksum is checked by apply() while it unpacks it (one
+    # read of the archive instead of two), before anything changes.
+    dump_checked: bool = True
 
 
 @dataclass(frozen=True)
@@ -160,10 +171,12 @@ def plan(runtime, layout, path: Path, keys: Keys, *, force: bool = False,
     warnings = []
     manifest = {}
     revision = None
+    later: frozenset[str] = frozenset()
     if kind == "archive":
         manifest = read_manifest(path)
         progress("verifying checksums")
-        problems = backup.check_members(path, manifest, progress)
+        later = frozenset({manifest["dump"]["member"]}) if _unpacks(runtime, manifest) else frozenset()
+        problems = backup.check_members(path, manifest, progress, later)
         if problems:
             raise DynoctlError(f"{path.name} failed verification: {problems[0]}", hint="use another backup",
                                details=problems[1:])
@@ -184,7 +197,15 @@ def plan(runtime, layout, path: Path, keys: Keys, *, force: bool = False,
     return RestorePlan(path, kind, manifest.get("created_at"), revision, head,
                        revision is None or revision in known, manifest.get("encryption", "none") != "none",
                        manifest.get("database", {}).get("tables", {}), len((manifest.get("assets") or {}).get("files", {})),
-                       DBNAME, SAFETY_PREFIX + stamp, bool(server and server.state == "running"), warnings)
+                       DBNAME, SAFETY_PREFIX + stamp, bool(server and server.state == "running"), warnings,
+                       dump_checked=not later if kind == "archive" else True)
+
+
+def _unpacks(runtime, manifest: dict) -> bool:
+    """Whether apply() unpacks the archive's dump to a file for pg_restore -j: on the
+    local runtime (pg_restore runs on this host), and never for an encrypted archive
+    (no plaintext files)."""
+    return runtime.name == "local" and manifest.get("encryption", "none") == "none"
 
 
 def _stamp() -> str:
@@ -202,6 +223,20 @@ def apply(runtime, layout, restore_plan: RestorePlan, keys: Keys, *, project_dir
     if with_secrets and not manifest.get("secrets"):
         raise UsageError(f"{path.name} holds no secrets", hint="restore without --with-secrets")
     identities = _need_identities(path, manifest, keys) if manifest else []
+    # The dump is unpacked (and its checksum checked, when plan() left it for now)
+    # before anything changes: a damaged archive fails here.
+    with _prepared_dump(runtime, restore_plan, manifest, identities, progress) as dump_file:
+        return _restore_swap_migrate(runtime, layout, restore_plan, manifest, identities, dump_file, keys,
+                                     project_dir=project_dir, started=started, force=force, timeout=timeout,
+                                     with_secrets=with_secrets, progress=progress)
+
+
+def _restore_swap_migrate(runtime, layout, restore_plan: RestorePlan, manifest: dict, identities: list[str],
+                          dump_file: Path | None, keys: Keys, *, project_dir: Path, started: float, force: bool,
+                          timeout: float, with_secrets: bool, progress: Progress) -> RestoreResult:
+    from dynoctl import migrations
+
+    path = restore_plan.source
     state_dir = layout.state_dir
     admin_url = runtime.database_url()
     with connect(admin_url, "postgres", autocommit=True) as admin:
@@ -210,9 +245,19 @@ def apply(runtime, layout, restore_plan: RestorePlan, keys: Keys, *, project_dir
         _remove_staged_assets(runtime, project_dir)
         incoming = STAGING_PREFIX + restore_plan.will_keep_as.removeprefix(SAFETY_PREFIX)
         _create_like(admin, DBNAME, incoming)
+        # The assets are staged while pg_restore runs (it works on the server; this is
+        # file copying here): both must be done, and succeed, before the swap.
+        stager = _Background(stage_assets, runtime, project_dir, path, manifest, identities, incoming,
+                             lambda _: None) if manifest.get("assets") else None
         try:
             progress(f"restoring into {incoming}")
-            _load(runtime, restore_plan.kind, path, manifest, identities, incoming, progress)
+            try:
+                _load(runtime, restore_plan.kind, path, manifest, identities, incoming, progress, dump_file)
+            except BaseException:
+                if stager:
+                    stager.join()  # its staging tree is removed below; the load's error is the one to tell
+                raise
+            staged = stager.result() if stager else None
             revision = _revision_of(admin_url, incoming)
             known = {r.revision for r in migrations.history(layout.migrations_dir)}
             if revision is not None and revision not in known and not force:
@@ -220,8 +265,6 @@ def apply(runtime, layout, restore_plan: RestorePlan, keys: Keys, *, project_dir
                               hint="upgrade dynoctl first, or pass --force")
             _copy_database_settings(admin, DBNAME, incoming)
             grant_app_privileges(admin_url, incoming)
-            staged = stage_assets(runtime, project_dir, path, manifest, identities, incoming, progress) \
-                if manifest.get("assets") else None
         except BaseException:
             _drop(admin, incoming)
             _remove_staged_assets(runtime, project_dir)
@@ -235,7 +278,9 @@ def apply(runtime, layout, restore_plan: RestorePlan, keys: Keys, *, project_dir
             swap_assets(runtime, project_dir, journal["stamp"])
         _clear_journal(state_dir)
     migrated_to = revision
-    if revision is None or revision in known:  # a forced unknown revision cannot be migrated from
+    # A forced unknown revision cannot be migrated from; one already at head needs no
+    # alembic run (which costs its start-up, about a second).
+    if revision is None or (revision in known and revision != restore_plan.head):
         progress("migrating to head")
         try:
             migrated_to = migrations.upgrade(admin_url, layout.migrations_dir).after
@@ -250,6 +295,28 @@ def apply(runtime, layout, restore_plan: RestorePlan, keys: Keys, *, project_dir
                          round(time.monotonic() - started, 3), ready, secrets)
 
 
+class _Background(threading.Thread):
+    """fn(*args) in a thread; result() waits for it and returns its value or raises its error."""
+
+    def __init__(self, fn, *args):
+        super().__init__(daemon=True)
+        self._fn, self._args = fn, args
+        self._value = self._error = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._value = self._fn(*self._args)
+        except BaseException as exc:  # re-raised in the caller's thread
+            self._error = exc
+
+    def result(self):
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 def _wait_ready(runtime, timeout: float) -> bool:
     from dynoctl import stack
 
@@ -258,51 +325,130 @@ def _wait_ready(runtime, timeout: float) -> bool:
 
 
 def _load(runtime, kind: str, path: Path, manifest: dict, identities: list[str], dbname: str,
-          progress: Progress | None = None) -> None:
+          progress: Progress | None = None, dump_file: Path | None = None) -> None:
+    """Into dbname. ``dump_file``: the custom-format dump already on this host (from
+    _prepared_dump), which pg_restore reads with two jobs."""
     if kind == "sql":
         argv = ["psql", "--quiet", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--dbname", dbname]
-        code = pipes.run(runtime, "db", argv, feed=lambda w: _write_file(path, w), sink=lambda r: None, env=RESTORE_ENV)
+        code = pipes.run(runtime, "db", argv, feed=lambda w: _write_file(path, w), sink=lambda r: None,
+                         env=restore_env())
         pipes.check(code, "psql", hint="the SQL dump did not apply; the current database is untouched")
         return
     # --no-owner/--no-privileges: the roles of the machine the dump came from may not
     # exist here; ownership goes to the restoring superuser and grants are re-applied.
     argv = ["pg_restore", "--exit-on-error", "--no-owner", "--no-privileges", "--dbname", dbname]
     hint = "the dump did not restore; the current database is untouched"
-    if runtime.name == "local" and not identities:
+    if dump_file is None and runtime.name == "local" and not identities:
+        with _dump_file(kind, path, manifest, progress) as unpacked:
+            return _load(runtime, kind, path, manifest, identities, dbname, progress, unpacked) \
+                if unpacked is not None else _stream(runtime, kind, path, manifest, identities, dbname, progress)
+    if dump_file is not None:
         # pg_restore runs on this host: two jobs on a file (COPY and index builds of
-        # two tables at once; -j refuses a pipe). An unencrypted archive's dump is
-        # unpacked beside it (it is plaintext there already); an encrypted one never is.
-        with _dump_file(kind, path, manifest, progress) as dump_file:
-            if dump_file is not None:
-                if progress:
-                    progress(f"pg_restore --jobs={PARALLEL_JOBS}")
-                code = runtime.exec("db", [*argv, f"--jobs={PARALLEL_JOBS}", str(dump_file)], env=RESTORE_ENV)
-                return pipes.check(code, "pg_restore", hint=hint)
+        # two tables at once; -j refuses a pipe).
+        if progress:
+            progress(f"pg_restore --jobs={PARALLEL_JOBS}")
+        code = runtime.exec("db", [*argv, f"--jobs={PARALLEL_JOBS}", str(dump_file)], env=restore_env())
+        return pipes.check(code, "pg_restore", hint=hint)
+    _stream(runtime, kind, path, manifest, identities, dbname, progress)
+
+
+def _stream(runtime, kind: str, path: Path, manifest: dict, identities: list[str], dbname: str,
+            progress: Progress | None) -> None:
+    """pg_restore reading the dump from its stdin (one job): docker, encrypted archives,
+    or no room to unpack."""
+    argv = ["pg_restore", "--exit-on-error", "--no-owner", "--no-privileges", "--dbname", dbname]
+    hint = "the dump did not restore; the current database is untouched"
     feed = (lambda w: _write_file(path, w)) if kind == "custom" else \
         (lambda w: write_dump(path, manifest, identities, w, progress))
-    code = pipes.run(runtime, "db", argv, feed=feed, env=RESTORE_ENV)
+    code = pipes.run(runtime, "db", argv, feed=feed, env=restore_env())
     pipes.check(code, "pg_restore", hint=hint)
 
 
 @contextmanager
-def _dump_file(kind: str, path: Path, manifest: dict, progress: Progress | None = None):
+def _prepared_dump(runtime, restore_plan: RestorePlan, manifest: dict, identities: list[str],
+                   progress: Progress):
+    """The dump file pg_restore -j reads (None: pg_restore streams it), with the dump
+    member's checksum checked if plan() left it for now. An unencrypted archive's dump
+    is unpacked beside it (it is plaintext there already); an encrypted one never is."""
+    kind, path = restore_plan.kind, restore_plan.source
+    if runtime.name != "local" or identities or kind == "sql":
+        if not restore_plan.dump_checked:
+            _check_dump_member(path, manifest, progress)
+        yield None
+        return
+    with _dump_file(kind, path, manifest, progress, check=not restore_plan.dump_checked) as dump_file:
+        yield dump_file
+
+
+def _dump_damaged(manifest: dict) -> DynoctlError:
+    return DynoctlError(f"{manifest['dump']['member']}: checksum mismatch (the member is damaged)",
+                        hint="use another backup; nothing was changed")
+
+
+def _expected_dump(manifest: dict) -> tuple[int, str]:
+    want = next(m for m in manifest["members"] if m["name"] == manifest["dump"]["member"])
+    return want["size"], want["sha256"]
+
+
+def _check_dump_member(path: Path, manifest: dict, progress: Progress) -> None:
+    progress(f"checksum {manifest['dump']['member']}")
+    with archive.open_tar(path) as tar:
+        found = archive.sha256_of(_open_member(tar, manifest["dump"]["member"]))
+    if found != _expected_dump(manifest):
+        raise _dump_damaged(manifest)
+
+
+@contextmanager
+def _dump_file(kind: str, path: Path, manifest: dict, progress: Progress | None = None, check: bool = False):
     """A custom-format file pg_restore -j can read: the given file, or the archive's
-    dump unpacked beside it (0600, removed afterwards); None when there is no room."""
+    dump unpacked beside it (0600, removed afterwards); None when there is no room.
+    ``check``: the dump member's sha256 is computed while it is unpacked and compared
+    with the manifest's before the file is handed out."""
     if kind == "custom":
         yield path
         return
     needed = manifest["dump"].get("uncompressed_bytes", 0) + (64 << 20)
     if shutil.disk_usage(path.parent).free < needed or not os.access(path.parent, os.W_OK):
+        if check:
+            _check_dump_member(path, manifest, progress or (lambda _: None))
         yield None
         return
     target = path.parent / f".{path.name}.pgdump.tmp"
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
-            write_dump(path, manifest, [], out, progress)
+            found = _unpack_hashing(path, manifest, out, progress)
+        if check and found != _expected_dump(manifest):
+            raise _dump_damaged(manifest)
         yield target
     finally:
         target.unlink(missing_ok=True)
+
+
+def _unpack_hashing(path: Path, manifest: dict, out: BinaryIO, progress: Progress | None) -> tuple[int, str]:
+    """Unpack the (unencrypted) dump member to out; (size, sha256) of its stored bytes.
+    A damaged member can also break the decompression: its digest then comes from
+    the rest of the member, so the caller reports a checksum mismatch, not zstd's error."""
+    import zstandard
+
+    with archive.open_tar(path) as tar:
+        info = tar.getmember(manifest["dump"]["member"])
+        on_bytes = _bytes_progress(progress, "restore", info.size) if progress else None
+        member = archive.HashingReader(tar.extractfile(info), on_bytes)
+        try:
+            with zstandard.ZstdDecompressor().stream_writer(out, closefd=False) as plain:
+                archive.copy(member, plain)
+        except zstandard.ZstdError as exc:
+            archive.copy(member, _Discard())
+            if (member.size, member.hash.hexdigest()) == _expected_dump(manifest):
+                raise DynoctlError(f"{info.name} does not decompress: {exc}",
+                                   hint="the backup was damaged before its checksums were taken; use another") from exc
+        return member.size, member.hash.hexdigest()
+
+
+class _Discard:
+    def write(self, data) -> int:
+        return len(data)
 
 
 def _revision_of(admin_url: str, dbname: str) -> str | None:

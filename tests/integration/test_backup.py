@@ -240,8 +240,11 @@ def test_flipped_byte_is_named_and_restore_refuses(stack):
     assert bad.exit_code == ExitStatus.FAILED
     assert "dump.pgdump.zst: checksum mismatch" in bad.stderr
     refused = local(stack, "restore", data["name"], "--yes")
-    assert refused.exit_code == ExitStatus.FAILED and "dump.pgdump.zst" in refused.stderr
+    assert refused.exit_code == ExitStatus.FAILED and "dump.pgdump.zst: checksum mismatch" in refused.stderr
     assert table_checksums(stack.url) == before
+    # The dump's checksum is taken while it is unpacked: nothing of that is left.
+    assert not list(archive.parent.glob(".*.pgdump.tmp"))
+    assert not any(d.startswith("pm_app_restoring_") for d in _databases(_url(stack.project, "postgres")))
 
     _flip(archive, _member_offset(archive, "dump.pgdump.zst") + 100)  # repaired
     asset = next(n for n in subprocess.run(["tar", "-tf", archive], capture_output=True, text=True).stdout.split()
