@@ -45,12 +45,10 @@ SAFETY_PREFIX = f"{DBNAME}_before_restore_"
 ROLLED_BACK_PREFIX = f"{DBNAME}_rolled_back_"
 JOURNAL = "restore-swap.json"
 PARALLEL_JOBS = 2
+# Session settings of the restore's connections (libpq reads PGOPTIONS). Measured
+# (1 GB, this machine): maintenance_work_mem 1GB or no parallel maintenance workers
+# changed nothing beyond noise; the time is the single big table's COPY.
 RESTORE_ENV = {"PGOPTIONS": "-c maintenance_work_mem=256MB -c synchronous_commit=off"}
-
-
-def restore_env() -> dict[str, str]:
-    """Session settings of the restore's connections (libpq reads PGOPTIONS)."""
-    return RESTORE_ENV
 
 
 @dataclass(frozen=True)
@@ -331,7 +329,7 @@ def _load(runtime, kind: str, path: Path, manifest: dict, identities: list[str],
     if kind == "sql":
         argv = ["psql", "--quiet", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--dbname", dbname]
         code = pipes.run(runtime, "db", argv, feed=lambda w: _write_file(path, w), sink=lambda r: None,
-                         env=restore_env())
+                         env=RESTORE_ENV)
         pipes.check(code, "psql", hint="the SQL dump did not apply; the current database is untouched")
         return
     # --no-owner/--no-privileges: the roles of the machine the dump came from may not
@@ -347,7 +345,7 @@ def _load(runtime, kind: str, path: Path, manifest: dict, identities: list[str],
         # two tables at once; -j refuses a pipe).
         if progress:
             progress(f"pg_restore --jobs={PARALLEL_JOBS}")
-        code = runtime.exec("db", [*argv, f"--jobs={PARALLEL_JOBS}", str(dump_file)], env=restore_env())
+        code = runtime.exec("db", [*argv, f"--jobs={PARALLEL_JOBS}", str(dump_file)], env=RESTORE_ENV)
         return pipes.check(code, "pg_restore", hint=hint)
     _stream(runtime, kind, path, manifest, identities, dbname, progress)
 
@@ -360,7 +358,7 @@ def _stream(runtime, kind: str, path: Path, manifest: dict, identities: list[str
     hint = "the dump did not restore; the current database is untouched"
     feed = (lambda w: _write_file(path, w)) if kind == "custom" else \
         (lambda w: write_dump(path, manifest, identities, w, progress))
-    code = pipes.run(runtime, "db", argv, feed=feed, env=restore_env())
+    code = pipes.run(runtime, "db", argv, feed=feed, env=RESTORE_ENV)
     pipes.check(code, "pg_restore", hint=hint)
 
 
