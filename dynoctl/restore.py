@@ -213,8 +213,6 @@ def _stamp() -> str:
 # ---------------------------------------------------------------------- apply
 def apply(runtime, layout, restore_plan: RestorePlan, keys: Keys, *, project_dir: Path, force: bool = False,
           timeout: float = 120, with_secrets: bool = False, progress: Progress = lambda _: None) -> RestoreResult:
-    from dynoctl import migrations
-
     started = time.monotonic()
     path = restore_plan.source
     manifest = read_manifest(path) if restore_plan.kind == "archive" else {}
