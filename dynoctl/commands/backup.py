@@ -48,8 +48,8 @@ def backup(
     identity: List[Path] = _identity,
     passphrase_file: Optional[Path] = _passphrase,
     metrics_file: Optional[Path] = _metrics,
-    threads: int = typer.Option(2, "--threads", min=1, help="zstd compression threads (the rest of the CPU stays "
-                                "with the app)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="zstd compression threads (default: half "
+                                          "the CPUs, at least 1; the rest stay with the live app)."),
 ) -> None:
     """Make a backup: the pm_app dump, the asset files and a manifest, in one archive."""
     if ctx.invoked_subcommand:
@@ -61,7 +61,7 @@ def backup(
     app_ctx = app_context(ctx)
     keys = _keys(app_ctx, identity, passphrase_file, recipient, recipients_file)
     options = core.BackupOptions(_dir(app_ctx, output), assets=not no_assets, secrets=with_secrets, keys=keys,
-                                 zstd_threads=threads)
+                                 zstd_threads=threads or core.default_zstd_threads())
     started = time.monotonic()
     try:
         with exclusive(app_ctx), recorded(app_ctx, "backup") as run, \
