@@ -483,6 +483,19 @@ def checked_values(layout: StackLayout, name: str, environ: Mapping[str, str], *
     return {key: value for key, (value, _source) in effective_values(f, environ).items()}
 
 
+def inspectable_values(layout: StackLayout, name: str, strict: Callable[[], dict[str, str]],
+                       warnings: list[str]) -> dict[str, str]:
+    """For stopping and inspecting, which must work whatever state the env file is in:
+    ``strict()``'s values when they pass; else what can be read (``lenient_values``),
+    with a warning appended to ``warnings`` saying what was wrong."""
+    try:
+        return strict()
+    except DynoctlError as exc:
+        values, used = lenient_values(layout, name)
+        warnings.append(f"{exc.message} (using {used})")
+        return values
+
+
 def lenient_values(layout: StackLayout, name: str) -> tuple[dict[str, str], str]:
     """What can be read of an env file whatever its state (missing, unreadable, invalid),
     over its template's defaults, and a word on what was used: for stopping and

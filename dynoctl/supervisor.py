@@ -75,11 +75,12 @@ class Supervisor:
         # file in dynoctl's private run dir and to restart the server.
         if self.user is None:
             return {}
-        import os
         import pwd
 
+        from dynoctl.config import process_environment
+
         entry = pwd.getpwnam(self.user)
-        env = {**os.environ, "HOME": entry.pw_dir, "USER": self.user, "LOGNAME": self.user}
+        env = {**process_environment(), "HOME": entry.pw_dir, "USER": self.user, "LOGNAME": self.user}
         return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], "env": env}
 
 

@@ -412,14 +412,9 @@ class ComposeRuntime:
 
     @cached_property
     def config(self) -> dict[str, str]:
-        """The same values for inspecting, whatever the env file's state (a warning
-        says what was wrong)."""
-        try:
-            return self.stack_env
-        except DynoctlError as exc:
-            values, used = envfiles.lenient_values(self.layout, ENV_NAME)
-            self.warnings.append(f"{exc.message} (using {used})")
-            return values
+        """The env file's values for stopping and inspecting, whatever its state (a
+        warning in ``warnings`` says what was wrong)."""
+        return envfiles.inspectable_values(self.layout, ENV_NAME, lambda: self.stack_env, self.warnings)
 
     def _compose_config(self) -> dict:
         """The project as Compose reads it: a broken compose file, a missing env file or

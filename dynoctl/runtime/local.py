@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 
 from dynoctl import dbroles, envfiles, pgcluster, pidfiles, proc, serveruser, supervisor as supervisor_state
 from dynoctl.config import Settings
-from dynoctl.errors import DynoctlError
 from dynoctl.runtime.base import ServiceStatus, check_service
 from dynoctl.runtime.health import follow_file, probe_server
 
@@ -73,15 +72,9 @@ class LocalRuntime:
 
     @cached_property
     def config(self) -> dict[str, str]:
-        """The same values for stopping and inspecting, which must work whatever state
-        the env file is in: on a problem, what can be read of it (else the template's
-        defaults), with a warning in ``warnings``."""
-        try:
-            return self.stack_env
-        except DynoctlError as exc:
-            values, used = envfiles.lenient_values(self.layout, ENV_NAME)
-            self.warnings.append(f"{exc.message} (using {used})")
-            return values
+        """The env file's values for stopping and inspecting, whatever its state (a
+        warning in ``warnings`` says what was wrong)."""
+        return envfiles.inspectable_values(self.layout, ENV_NAME, lambda: self.stack_env, self.warnings)
 
     @cached_property
     def db_url_parts(self):

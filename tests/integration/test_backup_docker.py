@@ -14,9 +14,9 @@ import tarfile
 import psycopg
 import pytest
 
-from tests.conftest import Dynoctl, free_port, make_project
+from tests.conftest import free_port, make_project
 from tests.integration import test_backup as local_tests
-from tests.integration.test_docker_runtime import missing_prerequisite
+from tests.integration.test_docker_runtime import new_docker_project, remove_docker_project
 from tests.integration.test_local_runtime import configure, http_status
 
 pytestmark = pytest.mark.docker
@@ -24,21 +24,9 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture
 def docker_project():
-    missing = missing_prerequisite()
-    if missing:
-        if os.environ.get("DYNO_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"DYNO_REQUIRE_DOCKER=1 but {missing}")
-        pytest.skip(missing)
-    project = make_project("dyno-bk-docker-")
-    run = Dynoctl(project)
-    assert run("env", "init").exit_code == 0
-    api_port, db_port = free_port(), free_port()
-    run.env = {"DYNO_RUNTIME": "docker", "DYNO_API_PORT": str(api_port), "DYNO_DB_PORT": str(db_port),
-               "COMPOSE_PROJECT_NAME": f"dynobk{api_port}"}
-    run.api = f"http://127.0.0.1:{api_port}"
+    run = new_docker_project("bk")
     yield run
-    run("down", "--volumes", "--yes", env=run.env)
-    shutil.rmtree(project, ignore_errors=True)
+    remove_docker_project(run)
 
 
 def _docker_runtime(run):

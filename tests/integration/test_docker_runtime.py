@@ -41,27 +41,42 @@ def missing_prerequisite() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def docker_stack():
+def require_docker() -> None:
+    """Skip without an engine and its images; under DYNO_REQUIRE_DOCKER=1 (CI), fail."""
     missing = missing_prerequisite()
     if missing:
         if os.environ.get("DYNO_REQUIRE_DOCKER") == "1":
             pytest.fail(f"DYNO_REQUIRE_DOCKER=1 but {missing}")
         pytest.skip(missing)
-    project = make_project("dyno-docker-")
-    run = Dynoctl(project)
+
+
+def new_docker_project(name: str, **env: str) -> Dynoctl:
+    """A fresh project with env files, on the docker runtime, on free ports, under a
+    Compose project of its own (``dyno<name><port>``); ``env`` adds variables."""
+    require_docker()
+    run = Dynoctl(make_project(f"dyno-{name}-"))
     assert run("env", "init").exit_code == 0
     api_port, db_port = free_port(), free_port()
     run.env = {"DYNO_RUNTIME": "docker", "DYNO_API_PORT": str(api_port), "DYNO_DB_PORT": str(db_port),
-               "COMPOSE_PROJECT_NAME": f"dynotest{api_port}",
-               # An image of this run's own: others building dyno-server:latest at the
-               # same time on this engine must not swap the code under test.
-               "DYNO_SERVER_IMAGE": f"dyno-server:test{api_port}"}
+               "COMPOSE_PROJECT_NAME": f"dyno{name}{api_port}", **env}
     run.api = f"http://127.0.0.1:{api_port}"
     run.db_port = db_port
-    yield run
+    return run
+
+
+def remove_docker_project(run: Dynoctl) -> None:
     run("down", "--volumes", "--yes", env=run.env)
-    shutil.rmtree(project, ignore_errors=True)
+    shutil.rmtree(run.project, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def docker_stack():
+    # An image of this run's own: others building dyno-server images at the same time
+    # on this engine must not swap the code under test.
+    port = free_port()
+    run = new_docker_project("test", DYNO_SERVER_IMAGE=f"dyno-server:test{port}")
+    yield run
+    remove_docker_project(run)
     import docker
 
     try:

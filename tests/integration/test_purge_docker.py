@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 
 import psycopg
@@ -15,8 +14,7 @@ import pytest
 from dynoctl import purge
 from dynoctl.config import Settings
 from dynoctl.runtime import get_runtime
-from tests.conftest import Dynoctl, free_port, make_project
-from tests.integration.test_docker_runtime import missing_prerequisite
+from tests.integration.test_docker_runtime import new_docker_project, remove_docker_project
 
 pytestmark = pytest.mark.docker
 
@@ -37,23 +35,12 @@ LIST_FILES = "import os,sys\nfor d,_,fs in os.walk(sys.argv[1]):\n    [print(os.
 
 @pytest.fixture(scope="module")
 def docker_stack():
-    missing = missing_prerequisite()
-    if missing:
-        if os.environ.get("DYNO_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"DYNO_REQUIRE_DOCKER=1 but {missing}")
-        pytest.skip(missing)
-    project = make_project("dyno-purge-docker-")
-    run = Dynoctl(project)
-    assert run("env", "init").exit_code == 0
-    api_port, db_port = free_port(), free_port()
-    run.env = {"DYNO_RUNTIME": "docker", "DYNO_API_PORT": str(api_port), "DYNO_DB_PORT": str(db_port),
-               "COMPOSE_PROJECT_NAME": f"dynopurge{api_port}"}
+    run = new_docker_project("purge")
     result = run("up", "--build", "--timeout", "600", env=run.env)
     assert result.exit_code == 0, result.stderr
-    run.runtime = get_runtime(Settings(project_dir=project, runtime="docker", environ={**os.environ, **run.env}))
+    run.runtime = get_runtime(Settings(project_dir=run.project, runtime="docker", environ={**os.environ, **run.env}))
     yield run
-    run("down", "--volumes", "--yes", env=run.env)
-    shutil.rmtree(project, ignore_errors=True)
+    remove_docker_project(run)
 
 
 def in_server(runtime, code: str, *args: str) -> str:

@@ -4,16 +4,13 @@ being recreated, under a steady load from the host (127.0.0.1)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from tests.conftest import Dynoctl, free_port, make_project
-from tests.integration.test_docker_runtime import missing_prerequisite
+from tests.integration.test_docker_runtime import new_docker_project, remove_docker_project
 from tests.integration.test_rotation import FAST_HASHING, Load, all_workers_reported, login, me, secret_values
 
 pytestmark = pytest.mark.docker
@@ -21,24 +18,12 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture
 def docker_stack():
-    missing = missing_prerequisite()
-    if missing:
-        if os.environ.get("DYNO_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"DYNO_REQUIRE_DOCKER=1 but {missing}")
-        pytest.skip(missing)
-    project = make_project("dyno-rotation-docker-")
-    run = Dynoctl(project)
-    assert run("env", "init").exit_code == 0
-    run.env_path = project / "stack" / "env" / "server.docker.env"
+    run = new_docker_project("rot")
+    run.env_path = run.project / "stack" / "env" / "server.docker.env"
     run.env_path.write_text(run.env_path.read_text() + FAST_HASHING + "WEB_CONCURRENCY=2\n")
-    run.keys_path = project / ".dyno" / "keys" / "jwt-keys.json"
-    api_port, db_port = free_port(), free_port()
-    run.env = {"DYNO_RUNTIME": "docker", "DYNO_API_PORT": str(api_port), "DYNO_DB_PORT": str(db_port),
-               "COMPOSE_PROJECT_NAME": f"dynorot{api_port}"}
-    run.api = f"http://127.0.0.1:{api_port}"
+    run.keys_path = run.project / ".dyno" / "keys" / "jwt-keys.json"
     yield run
-    run("down", "--volumes", "--yes", env=run.env)
-    shutil.rmtree(project, ignore_errors=True)
+    remove_docker_project(run)
 
 
 def test_docker_rotation_under_load(docker_stack, tmp_path):
