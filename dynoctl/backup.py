@@ -7,8 +7,9 @@ dump is ``pg_dump -Fc -Z0`` (its gzip on one core is the whole cost of a default
 dump) compressed by zstd inside dynoctl on ``threads`` cores; pg_dump runs through
 ``Runtime.exec``, so on the docker runtime it is the db container's own (its version
 is the server's). A backup never blocks the live app: it takes no lock in the
-database beyond pg_dump's ACCESS SHARE, and dynoctl lowers its own CPU and I/O
-priority while it compresses.
+database beyond pg_dump's ACCESS SHARE, and it runs in the background
+(dynoctl.priority): nice 19 for dynoctl, pg_dump and the server processes reading for
+it, and half the CPUs while anything else is busy.
 
 The archive is written as ``.NAME.tmp`` (0600) in the backup directory, checked by
 reading it back, then renamed: a failure or kill leaves at most that temp file,
@@ -21,12 +22,13 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from dynoctl import archive, backupcrypto, pipes
+from dynoctl import archive, backupcrypto, pipes, priority
 from dynoctl.backupcrypto import Keys
 from dynoctl.errors import DynoctlError, Refused, Unreachable, UsageError
 
@@ -46,7 +48,7 @@ class BackupOptions:
     keys: Keys = Keys()
     zstd_level: int = 3  # 1 is faster but about as large as pg_dump's gzip; 3 is 0.74x of it
     zstd_threads: int = 1  # see default_zstd_threads
-    nice: int = 10
+    background: bool = True  # SCHED_IDLE, and half the CPUs while others are busy (dynoctl.priority)
 
 
 @dataclass(frozen=True)
@@ -98,23 +100,11 @@ def connect(database_url: str, dbname: str | None = None, autocommit: bool = Fal
 
 
 def default_zstd_threads() -> int:
-    """Half the CPUs: the other half stay with the live app. Measured on 2 cores
-    (bench/backup.py, 1 GB): 2 threads made the backup 0.20x of pg_dump -Fc but the API's
-    p99 9.4x; 1 thread 0.24x and 3.5x."""
-    return max(1, (os.cpu_count() or 2) // 2)
-
-
-def lower_priority(nice: int) -> None:
-    """Leave the CPU and the disk to the live app first (zstd threads inherit this)."""
-    if nice <= 0:
-        return
-    try:
-        os.nice(max(0, nice - os.nice(0)))  # to `nice`, not by it (a process backing up twice)
-        import psutil
-
-        psutil.Process().ionice(psutil.IOPRIO_CLASS_BE, 7)
-    except (OSError, AttributeError):
-        pass
+    """Every CPU this process may use: while the app is busy the governor
+    (dynoctl.priority) keeps the whole backup on half of them anyway. Measured on 2
+    cores (bench/backup.py, 1 GB): 2 threads 5.5 s against 1 thread 6.1-6.7 s with no
+    load; under load both confined to one core, the API's p99 about 1.1x either way."""
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 def read_manifest(path: Path) -> dict:
@@ -150,18 +140,28 @@ def make(runtime, layout, options: BackupOptions, *, project_dir: Path,
         raise UsageError("--with-secrets requires encryption",
                          hint="add --recipient, --identity or --passphrase-file (or DYNO_BACKUP_PASSPHRASE)")
     started = time.monotonic()
+    with _background(options) as governor:
+        manifest, facts, final = _make(runtime, layout, options, project_dir, progress, governor, started)
+    assets = manifest.get("assets", {})
+    return BackupResult(final.name, final, final.stat().st_size, manifest["created_at"], manifest["duration_s"],
+                        facts["revision"], len(facts["tables"]), sum(facts["tables"].values()),
+                        manifest["dump"]["uncompressed_bytes"], len(assets.get("files", {})),
+                        assets.get("distinct", 0), assets.get("missing", []), manifest["encryption"] != "none",
+                        bool(manifest.get("secrets")))
+
+
+def _make(runtime, layout, options: BackupOptions, project_dir: Path, progress: Progress, governor,
+          started: float) -> tuple[dict, dict, Path]:
     out_dir = _prepare_dir(options.output_dir)
-    database_url = runtime.database_url()
-    with connect(database_url) as conn:
+    with connect(runtime.database_url()) as conn:
         facts = _database_facts(conn)
         _check_free_space(out_dir, facts["size_bytes"] + (facts["assets_bytes"] if options.assets else 0))
         created = datetime.now(timezone.utc)
         name = f"{PREFIX}{created:%Y%m%dT%H%M%S}{created.microsecond // 1000:03d}Z{SUFFIX}"
         final = out_dir / name
         tmp = out_dir / f".{name}.tmp"
-        lower_priority(options.nice)
         try:
-            manifest = _write(runtime, layout, conn, facts, tmp, options, created, project_dir, progress)
+            manifest = _write(runtime, layout, conn, facts, tmp, options, created, project_dir, progress, governor)
             manifest["duration_s"] = round(time.monotonic() - started, 3)
             progress("checking what was written")
             _rewrite_manifest_check(tmp, manifest)
@@ -172,12 +172,19 @@ def make(runtime, layout, options: BackupOptions, *, project_dir: Path,
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-    assets = manifest.get("assets", {})
-    return BackupResult(name, final, final.stat().st_size, manifest["created_at"], manifest["duration_s"],
-                        facts["revision"], len(facts["tables"]), sum(facts["tables"].values()),
-                        manifest["dump"]["uncompressed_bytes"], len(assets.get("files", {})),
-                        assets.get("distinct", 0), assets.get("missing", []), manifest["encryption"] != "none",
-                        bool(manifest.get("secrets")))
+    return manifest, facts, final
+
+
+@contextmanager
+def _background(options: BackupOptions):
+    """The backup's priority (dynoctl.priority): idle-class CPU, and a governor that
+    keeps it to half the CPUs while the app (or anything else) is busy."""
+    if not options.background:
+        yield None
+        return
+    priority.lower()
+    with priority.Governor() as governor:
+        yield governor
 
 
 def _prepare_dir(directory: Path) -> Path:
@@ -233,6 +240,8 @@ def _contents(conn, facts: dict, with_assets: bool) -> list[tuple[str, str, int]
     pg_dump does (the connection is otherwise idle then)."""
     from psycopg import sql
 
+    # No parallel workers: they would be server processes outside the backup's priority.
+    conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
     tables = [r[0] for r in conn.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename").fetchall()]
     facts["tables"] = {t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("public", t))).fetchone()[0]
@@ -243,32 +252,34 @@ def _contents(conn, facts: dict, with_assets: bool) -> list[tuple[str, str, int]
     return []
 
 
-def _lower_dump_backend(runtime, conn, nice: int, dump_done) -> None:
-    """On the local runtime, pg_dump's server process gets dynoctl's lower priority
-    too (it does the extraction: the app's queries should come first). The docker
-    runtime's db container is left alone. Gives up when the dump ends first (a small
-    database), so a quick backup never waits for a backend that is already gone."""
-    if runtime.name != "local" or nice <= 0:
+def _lower_dump_backend(runtime, conn, governor, dump_done) -> None:
+    """On the local runtime, the server processes doing the backup's reading (pg_dump's
+    and the row counts') get the backup's priority too: the app's queries come first.
+    The docker runtime's db container is left alone. Gives up when the dump ends first
+    (a small database), so a quick backup never waits for a backend already gone."""
+    if runtime.name != "local" or governor is None:
         return
-    import psutil
-
+    _lower_backend(governor, conn.info.backend_pid)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not dump_done.is_set():
+        # The activity view is read once per transaction (and this one holds the
+        # snapshot): clear that cache, or pg_dump's session would never show up.
+        conn.execute("SELECT pg_stat_clear_snapshot()")
         row = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_dump'"
                            " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
                            " ORDER BY backend_start DESC LIMIT 1").fetchone()
         if row:
-            try:
-                process = psutil.Process(row[0])
-                process.nice(max(process.nice(), nice))
-                process.ionice(psutil.IOPRIO_CLASS_BE, 7)
-            except (psutil.Error, OSError, AttributeError):
-                pass
+            _lower_backend(governor, row[0])
             return
         time.sleep(0.05)
 
 
-def _counting(runtime, conn, facts: dict, options: BackupOptions):
+def _lower_backend(governor, pid: int) -> None:
+    priority.lower(pid)
+    governor.add(pid)
+
+
+def _counting(runtime, conn, facts: dict, options: BackupOptions, governor):
     """A thread computing the snapshot's contents while pg_dump runs."""
     import threading
 
@@ -277,7 +288,7 @@ def _counting(runtime, conn, facts: dict, options: BackupOptions):
 
     def work():
         try:
-            _lower_dump_backend(runtime, conn, options.nice, dump_done)
+            _lower_dump_backend(runtime, conn, governor, dump_done)
             result["assets"] = _contents(conn, facts, options.assets)
         except BaseException as exc:  # re-raised by the caller
             result["error"] = exc
@@ -295,13 +306,13 @@ def _counting(runtime, conn, facts: dict, options: BackupOptions):
 
 
 def _write(runtime, layout, conn, facts, tmp: Path, options: BackupOptions, created: datetime,
-           project_dir: Path, progress: Progress) -> dict:
+           project_dir: Path, progress: Progress, governor=None) -> dict:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w+b") as file:
         tar = archive.TarWriter(file)
         recipients, encryption = _encryption_members(tar, options.keys)
         snapshot = _snapshot(conn)
-        contents = _counting(runtime, conn, facts, options)
+        contents = _counting(runtime, conn, facts, options, governor)
         try:
             dump = _dump(runtime, tar, snapshot, options, recipients, progress)
         finally:

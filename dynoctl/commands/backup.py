@@ -48,8 +48,8 @@ def backup(
     identity: List[Path] = _identity,
     passphrase_file: Optional[Path] = _passphrase,
     metrics_file: Optional[Path] = _metrics,
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="zstd compression threads (default: half "
-                                          "the CPUs, at least 1; the rest stay with the live app)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="zstd compression threads (default: every "
+                                          "CPU; while the app is busy the backup keeps to half of them)."),
 ) -> None:
     """Make a backup: the pm_app dump, the asset files and a manifest, in one archive."""
     if ctx.invoked_subcommand:

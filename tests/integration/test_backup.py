@@ -455,3 +455,28 @@ def test_a_swap_interrupted_between_its_steps_is_finished_by_the_next_restore(st
     assert http_status(f"{stack.api}/ready") == 200
     with psycopg.connect(stack.url) as conn:
         assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 50
+
+
+def test_the_dump_server_process_gets_the_backup_priority(stack):
+    """The backup's connection holds its snapshot in a transaction, and PostgreSQL reads
+    pg_stat_activity once per transaction: pg_dump's session, opened afterwards, must
+    still be found and lowered (it was not, and ran at the app's priority)."""
+    import threading
+
+    import psutil
+
+    from dynoctl import backup, priority
+    from dynoctl.config import Settings
+    from dynoctl.runtime.local import LocalRuntime
+
+    runtime = LocalRuntime(Settings(stack.project))
+    with psycopg.connect(stack.url) as conn:
+        backup._snapshot(conn)
+        conn.execute("SELECT count(*) FROM pg_stat_activity").fetchone()  # the view is now cached
+        with psycopg.connect(stack.url, application_name="pg_dump") as dump_session:
+            dump_pid = dump_session.info.backend_pid
+            governor = priority.Governor()
+            backup._lower_dump_backend(runtime, conn, governor, threading.Event())
+            assert dump_pid in governor.extra
+            assert conn.info.backend_pid in governor.extra
+            assert psutil.Process(dump_pid).nice() == 19
