@@ -155,6 +155,7 @@ def test_round_trip_every_column_type_and_assets(stack):
     listing = subprocess.run(["tar", "-tf", archive], capture_output=True, text=True, check=True).stdout.split()
     assert listing[0] == "dump.pgdump.zst" and listing[-1] == "manifest.json"
     assert len([n for n in listing if n.startswith("assets/")]) == 5  # each distinct content once
+    assert _two_jobs(archive)  # small tables, none most of the data: unpacked for pg_restore -j2
 
     # Change everything, then restore.
     with psycopg.connect(stack.url) as conn:
@@ -209,6 +210,39 @@ def test_round_trip_every_column_type_and_assets(stack):
     assert [d for d in _databases(stack.url) if "_before_restore_" in d] == []
     assert table_checksums(stack.url) == before_tables
     assert local(stack, "restore", "--rollback", "--yes").exit_code == ExitStatus.REFUSED
+
+
+def _two_jobs(archive: Path) -> bool:
+    """Whether a local restore unpacks this archive for two pg_restore jobs (else it streams)."""
+    from dynoctl.restore import _unpacks
+
+    local_runtime = type("Local", (), {"name": "local"})()
+    return _unpacks(local_runtime, read_manifest_of(str(archive)))
+
+
+def test_a_table_holding_most_of_the_data_is_streamed_into_one_job(stack):
+    add_data(stack, assets=2, types=False)
+    with psycopg.connect(stack.url) as conn:
+        project = conn.execute("SELECT id FROM projects LIMIT 1").fetchone()[0]
+        conn.execute("INSERT INTO tasks (id, project_id, title, description) SELECT gen_random_uuid(), %s,"
+                     " 'bulk ' || g, repeat(md5(g::text), 8) FROM generate_series(1, 20000) g", (project,))
+    before = table_checksums(stack.url)
+    data = make_backup(stack)
+    sizes = read_manifest_of(data["path"])["database"]["table_bytes"]
+    assert max(sizes, key=sizes.get) == "tasks" and sizes["tasks"] > 0.75 * sum(sizes.values())
+    assert not _two_jobs(Path(data["path"]))
+    with psycopg.connect(stack.url) as conn:
+        conn.execute("DELETE FROM tasks WHERE title LIKE 'bulk 1%'")
+    result = local(stack, "restore", data["name"], "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert table_checksums(stack.url) == before
+    assert list(Path(data["path"]).parent.glob(".*.pgdump.tmp")) == []  # nothing was unpacked
+
+
+def read_manifest_of(path: str) -> dict:
+    from dynoctl.backup import read_manifest
+
+    return read_manifest(Path(path))
 
 
 def _flip(path: Path, offset: int) -> None:
