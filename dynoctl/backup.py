@@ -48,7 +48,7 @@ class BackupOptions:
     keys: Keys = Keys()
     zstd_level: int = 3  # 1 is faster but about as large as pg_dump's gzip; 3 is 0.74x of it
     zstd_threads: int = 1  # see default_zstd_threads
-    background: bool = True  # SCHED_IDLE, and half the CPUs while others are busy (dynoctl.priority)
+    background: bool = True  # nice 19, and half the CPUs while others are busy (dynoctl.priority)
 
 
 @dataclass(frozen=True)
@@ -177,8 +177,8 @@ def _make(runtime, layout, options: BackupOptions, project_dir: Path, progress: 
 
 @contextmanager
 def _background(options: BackupOptions):
-    """The backup's priority (dynoctl.priority): idle-class CPU, and a governor that
-    keeps it to half the CPUs while the app (or anything else) is busy."""
+    """The backup's priority (dynoctl.priority): nice 19, and a governor that keeps it
+    to half the CPUs while the app (or anything else) is busy."""
     if not options.background:
         yield None
         return

@@ -51,8 +51,9 @@ def test_governor_confines_while_others_are_busy_and_releases_when_calm():
     stranger = None
     try:
         with priority.Governor() as governor:
-            # A calm machine: the first ticks release everything.
-            assert _wait_for(lambda: not governor.confined, 5 * priority.TICK_S + priority.CALM_S)
+            # A calm machine (CI runs one test at a time; the deadline lets a previous
+            # test's processes wind down): everything is released.
+            assert _wait_for(lambda: not governor.confined, 20 * priority.TICK_S)
             assert os.sched_getaffinity(child.pid) == governor.all_cpus
             stranger = _stranger_busy_loop()
             assert _wait_for(lambda: governor.confined, 6 * priority.TICK_S)
@@ -61,7 +62,7 @@ def test_governor_confines_while_others_are_busy_and_releases_when_calm():
             assert stranger not in governor._ours(governor._scan())
             os.kill(stranger, signal.SIGKILL)
             stranger = None
-            assert _wait_for(lambda: not governor.confined, 4 * priority.TICK_S + priority.CALM_S)
+            assert _wait_for(lambda: not governor.confined, 20 * priority.TICK_S)
             assert _wait_for(lambda: os.sched_getaffinity(child.pid) == governor.all_cpus, 2 * priority.TICK_S)
         assert os.sched_getaffinity(0) == governor.all_cpus  # given back on leaving
     finally:
