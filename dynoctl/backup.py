@@ -47,7 +47,7 @@ class BackupOptions:
     secrets: bool = False
     keys: Keys = Keys()
     zstd_level: int = 3  # 1 is faster but about as large as pg_dump's gzip; 3 is 0.74x of it
-    zstd_threads: int = 1  # see default_zstd_threads
+    zstd_threads: int | None = None  # None: default_zstd_threads()
     background: bool = True  # nice 19, and half the CPUs while others are busy (dynoctl.priority)
 
 
@@ -364,7 +364,8 @@ def _dump(runtime, tar: archive.TarWriter, snapshot: str, options: BackupOptions
         # Counted, not hashed: the member's own sha256 and zstd's frame checksum cover it.
         source = archive.HashingReader(pg_dump_output, _every_mib(progress), hashing=False)
         counted["reader"] = source
-        cctx = zstandard.ZstdCompressor(level=options.zstd_level, threads=options.zstd_threads, write_checksum=True)
+        threads = options.zstd_threads or default_zstd_threads()
+        cctx = zstandard.ZstdCompressor(level=options.zstd_level, threads=threads, write_checksum=True)
         with cctx.stream_reader(source, read_size=archive.CHUNK, closefd=False) as compressed:
             if recipients:
                 backupcrypto.encrypt_stream(compressed, writer, recipients)

@@ -49,6 +49,7 @@ PARALLEL_LARGEST_SHARE = 0.75  # see _parallel_pays
 # Session settings of the restore's connections (libpq reads PGOPTIONS). Measured
 # (1 GB, this machine): maintenance_work_mem 1GB or no parallel maintenance workers
 # changed nothing beyond noise; the time is the single big table's COPY.
+LOAD_FAILED_HINT = "the dump did not restore; the current database is untouched"
 RESTORE_ENV = {"PGOPTIONS": "-c maintenance_work_mem=256MB -c synchronous_commit=off"}
 
 
@@ -207,6 +208,12 @@ def _unpacks(runtime, manifest: dict) -> bool:
     return runtime.name == "local" and manifest.get("encryption", "none") == "none" and _parallel_pays(manifest)
 
 
+def _reads_a_file(runtime, kind: str, manifest: dict) -> bool:
+    """Whether pg_restore reads a file with two jobs (else the dump is streamed into
+    one): a custom-format file as given, or an archive's dump when _unpacks."""
+    return kind == "custom" and runtime.name == "local" or kind == "archive" and _unpacks(runtime, manifest)
+
+
 def _parallel_pays(manifest: dict) -> bool:
     """pg_restore -j gives each job whole tables: when one table holds most of the data,
     the other job soon idles, and the unpacking (about a sixth of the restore's time)
@@ -341,11 +348,7 @@ def _load(runtime, kind: str, path: Path, manifest: dict, identities: list[str],
                          env=RESTORE_ENV)
         pipes.check(code, "psql", hint="the SQL dump did not apply; the current database is untouched")
         return
-    # --no-owner/--no-privileges: the roles of the machine the dump came from may not
-    # exist here; ownership goes to the restoring superuser and grants are re-applied.
-    argv = ["pg_restore", "--exit-on-error", "--no-owner", "--no-privileges", "--dbname", dbname]
-    hint = "the dump did not restore; the current database is untouched"
-    if dump_file is None and (kind == "custom" and runtime.name == "local" or kind == "archive" and _unpacks(runtime, manifest)):
+    if dump_file is None and _reads_a_file(runtime, kind, manifest):
         with _dump_file(kind, path, manifest, progress) as unpacked:
             return _load(runtime, kind, path, manifest, identities, dbname, progress, unpacked) \
                 if unpacked is not None else _stream(runtime, kind, path, manifest, identities, dbname, progress)
@@ -354,21 +357,25 @@ def _load(runtime, kind: str, path: Path, manifest: dict, identities: list[str],
         # two tables at once; -j refuses a pipe).
         if progress:
             progress(f"pg_restore --jobs={PARALLEL_JOBS}")
-        code = runtime.exec("db", [*argv, f"--jobs={PARALLEL_JOBS}", str(dump_file)], env=RESTORE_ENV)
-        return pipes.check(code, "pg_restore", hint=hint)
+        code = runtime.exec("db", [*_pg_restore(dbname), f"--jobs={PARALLEL_JOBS}", str(dump_file)], env=RESTORE_ENV)
+        return pipes.check(code, "pg_restore", hint=LOAD_FAILED_HINT)
     _stream(runtime, kind, path, manifest, identities, dbname, progress)
+
+
+def _pg_restore(dbname: str) -> list[str]:
+    # --no-owner/--no-privileges: the roles of the machine the dump came from may not
+    # exist here; ownership goes to the restoring superuser and grants are re-applied.
+    return ["pg_restore", "--exit-on-error", "--no-owner", "--no-privileges", "--dbname", dbname]
 
 
 def _stream(runtime, kind: str, path: Path, manifest: dict, identities: list[str], dbname: str,
             progress: Progress | None) -> None:
     """pg_restore reading the dump from its stdin (one job): docker, encrypted archives,
-    or no room to unpack."""
-    argv = ["pg_restore", "--exit-on-error", "--no-owner", "--no-privileges", "--dbname", dbname]
-    hint = "the dump did not restore; the current database is untouched"
+    an archive with one table holding most of its data, or no room to unpack."""
     feed = (lambda w: _write_file(path, w)) if kind == "custom" else \
         (lambda w: write_dump(path, manifest, identities, w, progress))
-    code = pipes.run(runtime, "db", argv, feed=feed, env=RESTORE_ENV)
-    pipes.check(code, "pg_restore", hint=hint)
+    code = pipes.run(runtime, "db", _pg_restore(dbname), feed=feed, env=RESTORE_ENV)
+    pipes.check(code, "pg_restore", hint=LOAD_FAILED_HINT)
 
 
 @contextmanager
@@ -378,7 +385,7 @@ def _prepared_dump(runtime, restore_plan: RestorePlan, manifest: dict, identitie
     member's checksum checked if plan() left it for now. An unencrypted archive's dump
     is unpacked beside it (it is plaintext there already); an encrypted one never is."""
     kind, path = restore_plan.kind, restore_plan.source
-    if kind == "sql" or (kind == "archive" and not _unpacks(runtime, manifest)) or runtime.name != "local":
+    if not _reads_a_file(runtime, kind, manifest):
         if not restore_plan.dump_checked:
             _check_dump_member(path, manifest, progress)
         yield None

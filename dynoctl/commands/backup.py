@@ -61,7 +61,7 @@ def backup(
     app_ctx = app_context(ctx)
     keys = _keys(app_ctx, identity, passphrase_file, recipient, recipients_file)
     options = core.BackupOptions(_dir(app_ctx, output), assets=not no_assets, secrets=with_secrets, keys=keys,
-                                 zstd_threads=threads or core.default_zstd_threads())
+                                 zstd_threads=threads)
     started = time.monotonic()
     try:
         with exclusive(app_ctx), recorded(app_ctx, "backup") as run, \
